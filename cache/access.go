@@ -1,0 +1,68 @@
+package cache
+
+import (
+	"encoding/binary"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Touch records an access to d in memory. FlushAccess writes the batch.
+func (s *Store) Touch(d digest.Digest) {
+	now := s.now()
+	s.mu.Lock()
+	s.access[d] = now
+	s.mu.Unlock()
+}
+
+// FlushAccess writes the access times recorded since the last flush in one
+// bbolt transaction.
+func (s *Store) FlushAccess() error {
+	s.mu.Lock()
+	batch := s.access
+	s.access = make(map[digest.Digest]time.Time, len(batch))
+	s.mu.Unlock()
+	if len(batch) == 0 {
+		return nil
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := bucket(tx, bucketAccess)
+		var buf [8]byte
+		for d, t := range batch {
+			binary.BigEndian.PutUint64(buf[:], uint64(t.UnixNano()))
+			if err := b.Put([]byte(d.String()), buf[:]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		// Put the batch back (keeping any newer times) so it is not lost.
+		s.mu.Lock()
+		for d, t := range batch {
+			if cur, ok := s.access[d]; !ok || cur.Before(t) {
+				s.access[d] = t
+			}
+		}
+		s.mu.Unlock()
+	}
+	return err
+}
+
+// LastAccess returns when d was last read, from memory or the index.
+func (s *Store) LastAccess(d digest.Digest) (time.Time, bool) {
+	s.mu.Lock()
+	t, ok := s.access[d]
+	s.mu.Unlock()
+	if ok {
+		return t, true
+	}
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		if raw := bucket(tx, bucketAccess).Get([]byte(d.String())); len(raw) == 8 {
+			t, ok = time.Unix(0, int64(binary.BigEndian.Uint64(raw))), true
+		}
+		return nil
+	})
+	return t, ok
+}

@@ -1,0 +1,184 @@
+package cache
+
+import (
+	"errors"
+	"fmt"
+	"hash"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+)
+
+// ErrDigestMismatch is returned by Ingest.Commit when the bytes written do not
+// hash to the digest they were announced under.
+var ErrDigestMismatch = errors.New("content does not match its digest")
+
+// ErrSizeMismatch is returned by Ingest.Commit when fewer or more bytes were
+// written than announced.
+var ErrSizeMismatch = errors.New("content does not match its announced size")
+
+// BlobInfo describes a stored blob.
+type BlobInfo struct {
+	Digest digest.Digest
+	Size   int64
+	Stored time.Time
+}
+
+type blobRecord struct {
+	Size   int64     `json:"size"`
+	Stored time.Time `json:"stored"`
+}
+
+// blobPath is where a validated digest lives. Callers validate first: a
+// digest that passed Validate has a registered algorithm and a hex encoding
+// of the right length, so it cannot escape the blobs directory.
+func (s *Store) blobPath(d digest.Digest) string {
+	enc := d.Encoded()
+	return filepath.Join(s.dir, "blobs", d.Algorithm().String(), enc[:2], enc)
+}
+
+func validate(d digest.Digest) error {
+	if err := d.Validate(); err != nil {
+		return fmt.Errorf("digest %q: %w", d, err)
+	}
+	return nil
+}
+
+// Stat reports whether the blob is stored, without touching its access time.
+func (s *Store) Stat(d digest.Digest) (BlobInfo, error) {
+	if err := validate(d); err != nil {
+		return BlobInfo{}, err
+	}
+	var rec blobRecord
+	if err := s.getJSON(bucketBlobs, d.String(), &rec); err != nil {
+		return BlobInfo{}, err
+	}
+	return BlobInfo{Digest: d, Size: rec.Size, Stored: rec.Stored}, nil
+}
+
+// OpenBlob opens a stored blob for reading and records the access. The file
+// was verified against its digest before it became visible.
+func (s *Store) OpenBlob(d digest.Digest) (*os.File, BlobInfo, error) {
+	info, err := s.Stat(d)
+	if err != nil {
+		return nil, BlobInfo{}, err
+	}
+	f, err := os.Open(s.blobPath(d))
+	if errors.Is(err, os.ErrNotExist) {
+		// The row outlived its file (removed by hand, or a disk fault):
+		// report a miss so the content is fetched again.
+		return nil, BlobInfo{}, fmt.Errorf("blob %s: file missing: %w", d, ErrNotFound)
+	}
+	if err != nil {
+		return nil, BlobInfo{}, fmt.Errorf("open blob %s: %w", d, err)
+	}
+	s.Touch(d)
+	return f, info, nil
+}
+
+// Ingest is a blob being written. Write hashes as it goes; Commit verifies,
+// makes the file durable, moves it into place and indexes it. Exactly one of
+// Commit or Abort must be called.
+type Ingest struct {
+	s       *Store
+	f       *os.File
+	d       digest.Digest
+	size    int64 // -1 when unknown
+	h       hash.Hash
+	written int64
+}
+
+// NewIngest starts writing blob d. size is the announced length, or -1 if
+// unknown.
+func (s *Store) NewIngest(d digest.Digest, size int64) (*Ingest, error) {
+	if err := validate(d); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(filepath.Join(s.dir, "ingest"), d.Encoded()[:12]+"-*")
+	if err != nil {
+		return nil, fmt.Errorf("create ingest file: %w", err)
+	}
+	return &Ingest{s: s, f: f, d: d, size: size, h: d.Algorithm().Hash()}, nil
+}
+
+// Path is the file being written; readers may open it to follow the download.
+func (w *Ingest) Path() string { return w.f.Name() }
+
+// Written is the number of bytes written so far.
+func (w *Ingest) Written() int64 { return w.written }
+
+func (w *Ingest) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.h.Write(p[:n])
+	w.written += int64(n)
+	return n, err
+}
+
+// Abort discards the ingest file.
+func (w *Ingest) Abort() {
+	_ = w.f.Close()
+	_ = os.Remove(w.f.Name())
+}
+
+// Commit verifies the digest and size, fsyncs and renames the file into
+// place, fsyncs the directory, and only then writes the index row. On any
+// error the ingest file is removed and nothing becomes visible.
+func (w *Ingest) Commit() (err error) {
+	defer func() {
+		if err != nil {
+			w.Abort()
+		}
+	}()
+	if w.size >= 0 && w.written != w.size {
+		return fmt.Errorf("blob %s: wrote %d bytes, expected %d: %w", w.d, w.written, w.size, ErrSizeMismatch)
+	}
+	if got := digest.NewDigest(w.d.Algorithm(), w.h); got != w.d {
+		return fmt.Errorf("blob %s: got %s: %w", w.d, got, ErrDigestMismatch)
+	}
+	if err := w.f.Sync(); err != nil {
+		return fmt.Errorf("sync ingest file: %w", err)
+	}
+	if err := w.f.Close(); err != nil {
+		return fmt.Errorf("close ingest file: %w", err)
+	}
+	return w.s.place(w.f.Name(), w.d, w.written)
+}
+
+// place renames a verified, synced file to its blob path and indexes it.
+func (s *Store) place(tmp string, d digest.Digest, size int64) error {
+	dst := s.blobPath(d)
+	dir := filepath.Dir(dst)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create blob directory: %w", err)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return fmt.Errorf("move blob into place: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	now := s.now()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		return putJSON(tx, bucketBlobs, d.String(), blobRecord{Size: size, Stored: now})
+	})
+	if err != nil {
+		return fmt.Errorf("index blob %s: %w", d, err)
+	}
+	s.Touch(d)
+	return nil
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open directory for sync: %w", err)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,28 @@
+// Package cache is lifeboat's content-addressed store: blob files named by
+// digest and a bbolt index that says what they are. It knows nothing of HTTP,
+// upstream registries or metrics.
+//
+// On disk, below the data directory:
+//
+//	blobs/<algorithm>/<first two hex>/<hex>   verified content, manifests included
+//	ingest/<random>                           a download in progress
+//	index.db                                  the bbolt index
+//
+// The index is drawn here as the bucket tree it is:
+//
+//	v1                                 root, versioned so the schema can move
+//	├── blobs       <digest>           → blobRecord  {size, stored}
+//	├── manifests   <digest>           → manifestRecord {mediaType, refs}
+//	├── tags        <registry>/<repo>:<tag> → tagRecord {digest, mediaType, confirmed}
+//	├── taglists    <registry>/<repo>  → tagListRecord {tags, fetched}
+//	└── access      <digest>           → last access, unix nanoseconds (8 bytes, big endian)
+//
+// A blob becomes visible only after its bytes were hashed and matched the
+// digest, the file was fsynced and renamed into place, and its row was written
+// in one bbolt transaction. A crash at any point leaves either nothing or a
+// whole, verified blob: Open removes ingest leftovers and drops rows whose file
+// is gone.
+//
+// Last-access times are kept in memory by Touch and written in batches by
+// FlushAccess (and on Close), never one bbolt write per request.
+package cache

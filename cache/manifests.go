@@ -1,0 +1,72 @@
+package cache
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Manifest is a stored manifest: the exact bytes upstream sent, with the media
+// type it sent them as and the digests they refer to.
+type Manifest struct {
+	Digest    digest.Digest
+	MediaType string
+	Body      []byte
+	Refs      []digest.Digest
+}
+
+type manifestRecord struct {
+	MediaType string          `json:"mediaType"`
+	Refs      []digest.Digest `json:"refs,omitempty"`
+}
+
+// PutManifest stores a manifest (verified against m.Digest) as a blob and
+// records its media type and references.
+func (s *Store) PutManifest(m Manifest) error {
+	w, err := s.NewIngest(m.Digest, int64(len(m.Body)))
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(m.Body); err != nil {
+		w.Abort()
+		return fmt.Errorf("write manifest: %w", err)
+	}
+	if err := w.Commit(); err != nil {
+		return err
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		return putJSON(tx, bucketManifests, m.Digest.String(), manifestRecord{MediaType: m.MediaType, Refs: m.Refs})
+	})
+	if err != nil {
+		return fmt.Errorf("index manifest %s: %w", m.Digest, err)
+	}
+	return nil
+}
+
+// GetManifest returns a stored manifest, re-checking its bytes against the
+// digest (manifests are small, and they are what a tag resolves through).
+func (s *Store) GetManifest(d digest.Digest) (Manifest, error) {
+	if err := validate(d); err != nil {
+		return Manifest{}, err
+	}
+	var rec manifestRecord
+	if err := s.getJSON(bucketManifests, d.String(), &rec); err != nil {
+		return Manifest{}, err
+	}
+	body, err := os.ReadFile(s.blobPath(d))
+	if errors.Is(err, os.ErrNotExist) {
+		return Manifest{}, fmt.Errorf("manifest %s: file missing: %w", d, ErrNotFound)
+	}
+	if err != nil {
+		return Manifest{}, fmt.Errorf("read manifest %s: %w", d, err)
+	}
+	if got := d.Algorithm().FromBytes(body); got != d {
+		return Manifest{}, fmt.Errorf("manifest %s on disk hashes to %s: %w", d, got, ErrDigestMismatch)
+	}
+	s.Touch(d)
+	return Manifest{Digest: d, MediaType: rec.MediaType, Body: bytes.Clone(body), Refs: rec.Refs}, nil
+}
