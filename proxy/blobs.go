@@ -1,0 +1,150 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/lifeboat-dev/lifeboat/cache"
+	"github.com/opencontainers/go-digest"
+)
+
+// Blob is a blob answer. Content is the verified file on a hit, or a reader
+// following the download on a miss; the caller closes it.
+type Blob struct {
+	Content io.ReadSeekCloser
+	Size    int64
+	ModTime time.Time
+	Source  Source
+}
+
+// Blob answers a GET of blob d in repo of registry. A cached blob is served
+// with no upstream call. Otherwise the caller joins the download of d in
+// progress, or starts one, and reads the bytes as they arrive.
+func (p *Proxy) Blob(ctx context.Context, registry, repo string, d digest.Digest) (*Blob, error) {
+	up, err := p.upstream(registry)
+	if err != nil {
+		return nil, err
+	}
+	repo = up.repoPath(repo)
+	for {
+		b, f, err := p.openOrJoin(up, repo, d)
+		if err != nil || b != nil {
+			return b, err
+		}
+		b, retry, err := p.follow(ctx, f)
+		if !retry {
+			return b, err
+		}
+	}
+}
+
+// openOrJoin returns the cached blob, or the fill of d (started if none).
+// The fill is acquired for the caller.
+func (p *Proxy) openOrJoin(up *upstream, repo string, d digest.Digest) (*Blob, *fill, error) {
+	if b, err := p.openCached(d); b != nil || err != nil {
+		return b, nil, err
+	}
+	p.fills.mu.Lock()
+	defer p.fills.mu.Unlock()
+	if f, ok := p.fills.m[d.String()]; ok && f.acquire() {
+		p.metrics.fillWaiters.Inc()
+		return nil, f, nil
+	}
+	// Checked again under the lock: a fill is removed only after its commit.
+	if b, err := p.openCached(d); b != nil || err != nil {
+		return b, nil, err
+	}
+	f := newFill(d)
+	f.acquire()
+	p.fills.m[d.String()] = f
+	go p.runFill(f, up, repo)
+	p.metrics.fillWaiters.Inc()
+	return nil, f, nil
+}
+
+func (p *Proxy) openCached(d digest.Digest) (*Blob, error) {
+	file, info, err := p.store.OpenBlob(d)
+	if errors.Is(err, cache.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Blob{Content: file, Size: info.Size, ModTime: info.Stored, Source: Hit}, nil
+}
+
+// follow waits for the fill to start and returns a reader of it. retry is
+// true when the fill finished in the meantime and the store should be asked
+// again.
+func (p *Proxy) follow(ctx context.Context, f *fill) (b *Blob, retry bool, err error) {
+	defer func() {
+		if b == nil {
+			p.metrics.fillWaiters.Dec()
+			f.release()
+		}
+	}()
+	select {
+	case <-f.started:
+	case <-ctx.Done():
+		return nil, false, ctx.Err()
+	}
+	_, done, ferr, _ := f.readable()
+	switch {
+	case done && ferr != nil:
+		return nil, false, ferr
+	case done:
+		return nil, true, nil
+	case f.size < 0:
+		// No announced size, so no Content-Length to promise the client:
+		// wait for the verified blob instead.
+		for {
+			_, done, ferr, changed := f.readable()
+			if done {
+				return nil, ferr == nil, ferr
+			}
+			select {
+			case <-changed:
+			case <-ctx.Done():
+				return nil, false, ctx.Err()
+			}
+		}
+	}
+	r := &fillReader{ctx: ctx, f: f}
+	return &Blob{Content: waiterCloser{r, p}, Size: f.size, ModTime: p.now(), Source: Miss}, false, nil
+}
+
+// waiterCloser counts the reader out of the waiting clients on Close.
+type waiterCloser struct {
+	*fillReader
+	p *Proxy
+}
+
+func (w waiterCloser) Close() error {
+	w.p.metrics.fillWaiters.Dec()
+	return w.fillReader.Close()
+}
+
+// BlobHead answers a HEAD of blob d: its size, from the store, a fill in
+// progress, or upstream (without downloading it).
+func (p *Proxy) BlobHead(ctx context.Context, registry, repo string, d digest.Digest) (int64, Source, error) {
+	up, err := p.upstream(registry)
+	if err != nil {
+		return 0, "", err
+	}
+	repo = up.repoPath(repo)
+	if info, err := p.store.Stat(d); err == nil {
+		return info.Size, Hit, nil
+	} else if !errors.Is(err, cache.ErrNotFound) {
+		return 0, "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, up.cfg.Timeouts.Request)
+	defer cancel()
+	size, err := up.headBlob(ctx, repo, d.String())
+	if err != nil {
+		p.upstreamFailed(up.cfg.Name, repo, "blob HEAD "+d.String(), err)
+		return 0, "", err
+	}
+	return size, Miss, nil
+}

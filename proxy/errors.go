@@ -1,0 +1,165 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+// ErrUnknownRegistry is returned for a registry (ns) lifeboat does not mirror.
+var ErrUnknownRegistry = errors.New("registry is not mirrored by this lifeboat")
+
+// ErrDigestMismatch is returned when upstream sent bytes that do not match the
+// digest they were asked for or announced under. Nothing is stored.
+var ErrDigestMismatch = errors.New("upstream content does not match its digest")
+
+// ErrTooLarge is returned when upstream content exceeds a configured limit.
+var ErrTooLarge = errors.New("upstream content exceeds the size limit")
+
+// Reasons an upstream call failed, as used in metrics and logs.
+const (
+	ReasonRefused         = "refused"
+	ReasonDNS             = "dns"
+	ReasonTLS             = "tls"
+	ReasonTimeout         = "timeout"
+	ReasonNetwork         = "network"
+	Reason5xx             = "5xx"
+	Reason429             = "429"
+	ReasonAuthUnavailable = "auth-unavailable"
+	ReasonNotFound        = "not-found"
+	ReasonDenied          = "denied"
+	ReasonOther           = "other"
+)
+
+// UpstreamError is a failed upstream call, classified.
+type UpstreamError struct {
+	Registry string
+	// Status is the HTTP status upstream (or its token service) answered
+	// with, 0 when no answer came.
+	Status int
+	// Reason classifies the failure (Reason* constants).
+	Reason string
+	// RetryAfter is upstream's Retry-After, if it sent one.
+	RetryAfter time.Duration
+	Err        error
+}
+
+func (e *UpstreamError) Error() string {
+	return fmt.Sprintf("upstream %s: %s: %v", e.Registry, e.Reason, e.Err)
+}
+
+func (e *UpstreamError) Unwrap() error { return e.Err }
+
+// Unavailable reports whether the failure means upstream cannot answer now
+// (refused, DNS, TLS, timeout, 5xx, 429, token service down), as opposed to
+// an answer about the content (404, 401, 403). Cached content may be served
+// stale only in the first case.
+func (e *UpstreamError) Unavailable() bool {
+	switch e.Reason {
+	case ReasonNotFound, ReasonDenied, ReasonOther:
+		return false
+	}
+	return true
+}
+
+// statusError classifies a non-2xx answer from the registry itself.
+func statusError(registry string, resp *http.Response) *UpstreamError {
+	e := &UpstreamError{Registry: registry, Status: resp.StatusCode, Err: fmt.Errorf("%s %s: %s", resp.Request.Method, resp.Request.URL.Path, resp.Status)}
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		e.Reason = ReasonNotFound
+	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+		e.Reason = ReasonDenied
+	case resp.StatusCode == http.StatusTooManyRequests:
+		e.Reason = Reason429
+		e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"))
+	case resp.StatusCode >= 500:
+		e.Reason = Reason5xx
+	default:
+		e.Reason = ReasonOther
+	}
+	return e
+}
+
+func parseRetryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if s, err := strconv.Atoi(v); err == nil && s > 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(time.Until(t), 0)
+	}
+	return 0
+}
+
+// classify turns any error from an upstream call into an *UpstreamError.
+// registryHost is the host of the registry's own endpoint: a failure talking
+// to any other host during authentication is the token service's.
+func classify(registry, registryHost string, err error) *UpstreamError {
+	var ue *UpstreamError
+	if errors.As(err, &ue) {
+		return ue
+	}
+	e := &UpstreamError{Registry: registry, Err: err}
+	authCall := false
+	var te *transport.Error
+	var uerr *url.Error
+	switch {
+	case errors.As(err, &te):
+		e.Status = te.StatusCode
+		authCall = te.Request != nil && te.Request.URL.Host != registryHost
+	case errors.As(err, &uerr):
+		if u, perr := url.Parse(uerr.URL); perr == nil {
+			authCall = u.Host != registryHost
+		}
+	}
+	switch {
+	case e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden:
+		e.Reason = ReasonDenied
+	case authCall:
+		e.Reason = ReasonAuthUnavailable
+	case e.Status == http.StatusNotFound:
+		e.Reason = ReasonNotFound
+	case e.Status == http.StatusTooManyRequests:
+		e.Reason = Reason429
+	case e.Status >= 500:
+		e.Reason = Reason5xx
+	case e.Status != 0:
+		e.Reason = ReasonOther
+	default:
+		e.Reason = networkReason(err)
+	}
+	return e
+}
+
+func networkReason(err error) string {
+	var dnsErr *net.DNSError
+	var certErr *tls.CertificateVerificationError
+	var unknownAuth x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var recordErr tls.RecordHeaderError
+	var netErr net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return ReasonTimeout
+	case errors.As(err, &dnsErr):
+		return ReasonDNS
+	case errors.As(err, &certErr), errors.As(err, &unknownAuth), errors.As(err, &hostErr), errors.As(err, &recordErr):
+		return ReasonTLS
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return ReasonRefused
+	}
+	return ReasonNetwork
+}

@@ -1,0 +1,253 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lifeboat-dev/lifeboat/cache"
+	"github.com/opencontainers/go-digest"
+)
+
+// fills tracks the blob downloads in progress: at most one per digest.
+type fills struct {
+	mu sync.Mutex
+	m  map[string]*fill
+}
+
+// fill is one upstream download of one blob into the store. It belongs to no
+// client: it runs on its own context until it finishes, fails, stalls or
+// times out, and any number of readers follow it.
+type fill struct {
+	digest digest.Digest
+
+	mu      sync.Mutex
+	started chan struct{} // closed once size and file are known, or on early failure
+	changed chan struct{} // closed and replaced on every progress or state change
+	size    int64         // announced size, -1 if unknown
+	file    *os.File      // read side of the ingest file
+	refs    int           // the fill itself plus each open reader
+	written int64
+	done    bool
+	err     error
+}
+
+func newFill(d digest.Digest) *fill {
+	return &fill{digest: d, started: make(chan struct{}), changed: make(chan struct{}), size: -1, refs: 1}
+}
+
+// start publishes the size and the ingest file to readers.
+func (f *fill) start(size int64, file *os.File) {
+	f.mu.Lock()
+	f.size, f.file = size, file
+	f.mu.Unlock()
+	close(f.started)
+}
+
+func (f *fill) progress(n int64) {
+	f.mu.Lock()
+	f.written += int64(n)
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// finish records the outcome; err nil means the blob is committed and
+// verified. It drops the fill's own reference to the file.
+func (f *fill) finish(err error) {
+	f.mu.Lock()
+	f.done, f.err = true, err
+	close(f.changed)
+	f.changed = make(chan struct{})
+	select {
+	case <-f.started:
+	default:
+		close(f.started)
+	}
+	f.mu.Unlock()
+	f.release()
+}
+
+func (f *fill) acquire() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.refs == 0 {
+		return false
+	}
+	f.refs++
+	return true
+}
+
+func (f *fill) release() {
+	f.mu.Lock()
+	f.refs--
+	last := f.refs == 0
+	file := f.file
+	f.mu.Unlock()
+	if last && file != nil {
+		_ = file.Close()
+	}
+}
+
+// readable returns how far a reader may read now, whether the fill ended,
+// its error, and a channel closed on the next change. The last byte of a
+// blob of known size is held back until the digest was verified, so a
+// client never receives a complete body with wrong content: on a mismatch
+// its connection is cut short and its own verification fails loudly.
+func (f *fill) readable() (limit int64, done bool, err error, changed <-chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	limit = f.written
+	if !f.done && f.size >= 0 && limit >= f.size {
+		limit = f.size - 1
+	}
+	return limit, f.done, f.err, f.changed
+}
+
+// fillReader reads a blob while it is being filled. It is an io.ReadSeeker
+// of the blob's announced size, so http.ServeContent can serve ranges of a
+// download in progress.
+type fillReader struct {
+	ctx context.Context // the client's: a reader that leaves stops waiting
+	f   *fill
+	off int64
+}
+
+func (r *fillReader) Read(p []byte) (int, error) {
+	for {
+		limit, done, err, changed := r.f.readable()
+		if err != nil {
+			return 0, fmt.Errorf("blob %s: download failed: %w", r.f.digest, err)
+		}
+		if r.off < limit {
+			n := int64(len(p))
+			n = min(n, limit-r.off)
+			m, rerr := r.f.file.ReadAt(p[:n], r.off)
+			r.off += int64(m)
+			if m > 0 || rerr == nil {
+				return m, nil
+			}
+			return 0, rerr
+		}
+		if done {
+			return 0, io.EOF
+		}
+		select {
+		case <-changed:
+		case <-r.ctx.Done():
+			return 0, r.ctx.Err()
+		}
+	}
+}
+
+func (r *fillReader) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += r.off
+	case io.SeekEnd:
+		offset += r.f.size
+	default:
+		return 0, errors.New("fillReader.Seek: invalid whence")
+	}
+	if offset < 0 {
+		return 0, errors.New("fillReader.Seek: negative position")
+	}
+	r.off = offset
+	return offset, nil
+}
+
+func (r *fillReader) Close() error {
+	r.f.release()
+	return nil
+}
+
+// run downloads the blob into the store. It owns its context.
+func (p *Proxy) runFill(f *fill, up *upstream, repo string) {
+	ctx, cancel := context.WithTimeout(context.Background(), p.fillTimeout)
+	defer cancel()
+	p.metrics.fillsInProgress.Inc()
+	defer p.metrics.fillsInProgress.Dec()
+
+	err := p.download(ctx, cancel, f, up, repo)
+	result := "ok"
+	switch {
+	case errors.Is(err, cache.ErrDigestMismatch), errors.Is(err, cache.ErrSizeMismatch):
+		result = "digest_mismatch"
+		p.metrics.digestMismatch.WithLabelValues(up.cfg.Name, "blob").Inc()
+		err = fmt.Errorf("%w: %w", ErrDigestMismatch, err)
+		p.log.Error("upstream sent a blob that does not match its digest; discarded", "registry", up.cfg.Name, "repository", repo, "digest", f.digest, "error", err)
+	case err != nil:
+		result = "error"
+		p.upstreamFailed(up.cfg.Name, repo, "blob "+f.digest.String(), err)
+	}
+	p.metrics.fills.WithLabelValues(up.cfg.Name, result).Inc()
+	// Remove the fill only after the outcome is final: a request that finds
+	// no fill then finds the committed blob in the store.
+	p.fills.mu.Lock()
+	delete(p.fills.m, f.digest.String())
+	p.fills.mu.Unlock()
+	f.finish(err)
+}
+
+func (p *Proxy) download(ctx context.Context, cancel context.CancelFunc, f *fill, up *upstream, repo string) error {
+	resp, err := up.getBlob(ctx, repo, f.digest.String())
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	size := resp.ContentLength
+	if p.maxBlob > 0 && size > p.maxBlob {
+		return fmt.Errorf("blob %s is %d bytes: %w (%d)", f.digest, size, ErrTooLarge, p.maxBlob)
+	}
+	w, err := p.store.NewIngest(f.digest, size)
+	if err != nil {
+		return err
+	}
+	rf, err := os.Open(w.Path())
+	if err != nil {
+		w.Abort()
+		return fmt.Errorf("open ingest file for readers: %w", err)
+	}
+	f.start(size, rf)
+
+	// The stall limit: no progress for BodyStall cancels the download.
+	stall := up.cfg.Timeouts.BodyStall
+	var stalled atomic.Bool
+	timer := time.AfterFunc(stall, func() { stalled.Store(true); cancel() })
+	defer timer.Stop()
+	buf := make([]byte, 256<<10)
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			timer.Reset(stall)
+			if p.maxBlob > 0 && w.Written()+int64(n) > p.maxBlob {
+				w.Abort()
+				return fmt.Errorf("blob %s: %w (%d)", f.digest, ErrTooLarge, p.maxBlob)
+			}
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				w.Abort()
+				return fmt.Errorf("write blob %s: %w", f.digest, werr)
+			}
+			p.metrics.upstreamBytes.WithLabelValues(up.cfg.Name).Add(float64(n))
+			f.progress(int64(n))
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			w.Abort()
+			if stalled.Load() {
+				rerr = fmt.Errorf("%w: no data for %s: %w", errStalled, stall, rerr)
+				return &UpstreamError{Registry: up.cfg.Name, Reason: ReasonTimeout, Err: rerr}
+			}
+			return up.classify(rerr)
+		}
+	}
+	return w.Commit()
+}

@@ -1,0 +1,201 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/lifeboat-dev/lifeboat/cache"
+	"github.com/opencontainers/go-digest"
+)
+
+// Manifest is a manifest answer: the exact bytes, digest and media type
+// upstream sent.
+type Manifest struct {
+	Digest    digest.Digest
+	MediaType string
+	Body      []byte
+	Source    Source
+}
+
+// Manifest resolves ref (a tag or a digest) in repo of registry.
+func (p *Proxy) Manifest(ctx context.Context, registry, repo, ref string) (*Manifest, error) {
+	up, err := p.upstream(registry)
+	if err != nil {
+		return nil, err
+	}
+	repo = up.repoPath(repo)
+	if d, err := digest.Parse(ref); err == nil {
+		return p.manifestByDigest(ctx, up, repo, d)
+	}
+	return p.manifestByTag(ctx, up, repo, ref)
+}
+
+func (p *Proxy) manifestByDigest(ctx context.Context, up *upstream, repo string, d digest.Digest) (*Manifest, error) {
+	m, err := p.store.GetManifest(d)
+	if err == nil {
+		return &Manifest{Digest: d, MediaType: m.MediaType, Body: m.Body, Source: Hit}, nil
+	}
+	if !errors.Is(err, cache.ErrNotFound) && !errors.Is(err, cache.ErrDigestMismatch) {
+		return nil, err
+	}
+	if errors.Is(err, cache.ErrDigestMismatch) {
+		p.log.Error("cached manifest is corrupt on disk; fetching it again", "digest", d, "error", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, up.cfg.Timeouts.Request)
+	defer cancel()
+	fm, err := p.fetchManifest(ctx, up, repo, d.String(), d)
+	if err != nil {
+		return nil, err
+	}
+	fm.Source = Miss
+	return fm, nil
+}
+
+// fetchManifest GETs ref and stores it. want, if set, is the digest the
+// bytes must match; otherwise they must match what upstream announced.
+func (p *Proxy) fetchManifest(ctx context.Context, up *upstream, repo, ref string, want digest.Digest) (*Manifest, error) {
+	fm, err := up.getManifest(ctx, repo, ref)
+	if err != nil {
+		p.upstreamFailed(up.cfg.Name, repo, "manifest "+ref, err)
+		return nil, err
+	}
+	if want == "" {
+		want = digest.FromBytes(fm.body)
+		if announced := digest.Digest(fm.digest); announced != "" {
+			if announced.Validate() != nil {
+				return nil, fmt.Errorf("manifest %s: upstream announced invalid digest %q: %w", ref, announced, ErrDigestMismatch)
+			}
+			want = announced
+		}
+	}
+	if got := want.Algorithm().FromBytes(fm.body); got != want {
+		p.metrics.digestMismatch.WithLabelValues(up.cfg.Name, "manifest").Inc()
+		return nil, fmt.Errorf("manifest %s from %s: bytes hash to %s, expected %s: %w", ref, up.cfg.Name, got, want, ErrDigestMismatch)
+	}
+	refs, mediaType, err := parseManifest(fm.body)
+	if err != nil {
+		return nil, fmt.Errorf("manifest %s from %s: %w", ref, up.cfg.Name, err)
+	}
+	if fm.mediaType == "" || fm.mediaType == "application/json" || fm.mediaType == "text/plain" {
+		fm.mediaType = mediaType
+	}
+	if fm.mediaType == "" {
+		return nil, fmt.Errorf("manifest %s from %s: no media type in header or body", ref, up.cfg.Name)
+	}
+	m := cache.Manifest{Digest: want, MediaType: fm.mediaType, Body: fm.body, Refs: refs}
+	if err := p.store.PutManifest(m); err != nil {
+		return nil, fmt.Errorf("store manifest %s: %w", want, err)
+	}
+	return &Manifest{Digest: want, MediaType: fm.mediaType, Body: fm.body}, nil
+}
+
+// parseManifest returns the digests a manifest or index refers to and the
+// media type it declares.
+func parseManifest(body []byte) ([]digest.Digest, string, error) {
+	type descriptor struct {
+		Digest digest.Digest `json:"digest"`
+	}
+	var m struct {
+		MediaType string       `json:"mediaType"`
+		Config    *descriptor  `json:"config"`
+		Layers    []descriptor `json:"layers"`
+		Manifests []descriptor `json:"manifests"`
+		Blobs     []descriptor `json:"blobs"`
+	}
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, "", fmt.Errorf("not a manifest: %w", err)
+	}
+	var refs []digest.Digest
+	all := append(append(append([]descriptor{}, m.Layers...), m.Manifests...), m.Blobs...)
+	if m.Config != nil {
+		all = append(all, *m.Config)
+	}
+	for _, d := range all {
+		if d.Digest.Validate() != nil {
+			return nil, "", fmt.Errorf("invalid digest %q in manifest", d.Digest)
+		}
+		refs = append(refs, d.Digest)
+	}
+	return refs, m.MediaType, nil
+}
+
+func (p *Proxy) manifestByTag(ctx context.Context, up *upstream, repo, tag string) (*Manifest, error) {
+	key := cache.TagKey{Registry: up.cfg.Name, Repo: repo, Tag: tag}
+	now := p.now()
+	cached, err := p.store.GetTag(key)
+	if errors.Is(err, cache.ErrNotFound) {
+		return p.fetchTag(ctx, up, key, Miss)
+	}
+	if err != nil {
+		return nil, err
+	}
+	m, err := p.store.GetManifest(cached.Digest)
+	if err != nil {
+		// The tag points at a manifest the store no longer has.
+		return p.fetchTag(ctx, up, key, Miss)
+	}
+	answer := &Manifest{Digest: m.Digest, MediaType: m.MediaType, Body: m.Body, Source: Hit}
+	if up.cfg.TagTTL > 0 && now.Sub(cached.Confirmed) < up.cfg.TagTTL {
+		return answer, nil
+	}
+
+	rctx, cancel := context.WithTimeout(ctx, up.cfg.Timeouts.Revalidate)
+	defer cancel()
+	current, err := up.headManifest(rctx, repo, tag)
+	if err != nil {
+		p.upstreamFailed(up.cfg.Name, repo, "revalidate "+tag, err)
+		return p.staleOr(ctx, up, key, answer, err)
+	}
+	if d := digest.Digest(current); d != "" && d.Validate() == nil {
+		if d != cached.Digest {
+			// The tag moved. If the store already holds its new target
+			// (a tag moved back, or pulled by digest before), no GET.
+			if m, err := p.store.GetManifest(d); err == nil {
+				answer = &Manifest{Digest: d, MediaType: m.MediaType, Body: m.Body, Source: Hit}
+			} else {
+				answer = nil
+			}
+		}
+		if answer != nil {
+			if err := p.store.PutTag(key, cache.Tag{Digest: answer.Digest, MediaType: answer.MediaType, Confirmed: now}); err != nil {
+				return nil, err
+			}
+			return answer, nil
+		}
+	}
+	// The tag moved (or upstream did not say where): fetch it again.
+	fresh, err := p.fetchTag(ctx, up, key, Miss)
+	if err != nil {
+		return p.staleOr(ctx, up, key, &Manifest{Digest: m.Digest, MediaType: m.MediaType, Body: m.Body, Source: Hit}, err)
+	}
+	return fresh, nil
+}
+
+// staleOr answers cached, marked stale, when err says upstream is
+// unavailable (and the client is still there); otherwise it returns err.
+func (p *Proxy) staleOr(ctx context.Context, up *upstream, key cache.TagKey, cached *Manifest, err error) (*Manifest, error) {
+	var ue *UpstreamError
+	if !errors.As(err, &ue) || !ue.Unavailable() || ctx.Err() != nil {
+		return nil, err
+	}
+	p.servedStale(up.cfg.Name, key.Repo, key.Tag, ue)
+	cached.Source = Stale
+	return cached, nil
+}
+
+// fetchTag GETs a tag from upstream, stores manifest and tag, and answers.
+func (p *Proxy) fetchTag(ctx context.Context, up *upstream, key cache.TagKey, src Source) (*Manifest, error) {
+	ctx, cancel := context.WithTimeout(ctx, up.cfg.Timeouts.Request)
+	defer cancel()
+	m, err := p.fetchManifest(ctx, up, key.Repo, key.Tag, "")
+	if err != nil {
+		return nil, err
+	}
+	if err := p.store.PutTag(key, cache.Tag{Digest: m.Digest, MediaType: m.MediaType, Confirmed: p.now()}); err != nil {
+		return nil, err
+	}
+	m.Source = src
+	return m, nil
+}

@@ -1,0 +1,72 @@
+package proxy
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	upstreamRequests *prometheus.CounterVec
+	upstreamBytes    *prometheus.CounterVec
+	stale            *prometheus.CounterVec
+	digestMismatch   *prometheus.CounterVec
+	fills            *prometheus.CounterVec
+	fillsInProgress  prometheus.Gauge
+	fillWaiters      prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		upstreamRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lifeboat_upstream_requests_total",
+			Help: "HTTP requests sent to upstream registries (token service included), by registry and status class (2xx, 3xx, 4xx, 5xx, or error when no answer came).",
+		}, []string{"registry", "status_class"}),
+		upstreamBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lifeboat_upstream_fetched_bytes_total",
+			Help: "Blob bytes downloaded from upstream registries.",
+		}, []string{"registry"}),
+		stale: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lifeboat_proxy_stale_responses_total",
+			Help: "Answers served from cache because upstream was unavailable, by registry and reason (refused, dns, tls, timeout, network, 5xx, 429, auth-unavailable).",
+		}, []string{"registry", "reason"}),
+		digestMismatch: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lifeboat_proxy_digest_mismatches_total",
+			Help: "Upstream content discarded because its bytes did not match its digest, by registry and kind (manifest, blob).",
+		}, []string{"registry", "kind"}),
+		fills: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lifeboat_proxy_fills_total",
+			Help: "Finished blob downloads into the cache, by registry and result (ok, error, digest_mismatch).",
+		}, []string{"registry", "result"}),
+		fillsInProgress: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lifeboat_proxy_fills_in_progress",
+			Help: "Blob downloads into the cache in progress.",
+		}),
+		fillWaiters: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lifeboat_proxy_fill_clients",
+			Help: "Clients reading a blob download in progress.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.upstreamRequests, m.upstreamBytes, m.stale, m.digestMismatch, m.fills, m.fillsInProgress, m.fillWaiters)
+	}
+	return m
+}
+
+// instrument counts every request sent upstream.
+func (m *metrics) instrument(registry string, next http.RoundTripper) http.RoundTripper {
+	return roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+		resp, err := next.RoundTrip(r)
+		class := "error"
+		if err == nil {
+			class = strconv.Itoa(resp.StatusCode/100) + "xx"
+		}
+		m.upstreamRequests.WithLabelValues(registry, class).Inc()
+		return resp, err
+	})
+}
+
+type roundTripperFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
