@@ -28,11 +28,16 @@ func (p *Proxy) Blob(ctx context.Context, registry, repo string, d digest.Digest
 		return nil, err
 	}
 	repo = up.repoPath(repo)
+	followed := false
 	for {
 		b, f, err := p.openOrJoin(up, repo, d)
+		if b != nil && followed {
+			b.Source = Miss // this request waited for the download
+		}
 		if err != nil || b != nil {
 			return b, err
 		}
+		followed = true
 		b, retry, err := p.follow(ctx, f)
 		if !retry {
 			return b, err
@@ -94,8 +99,6 @@ func (p *Proxy) follow(ctx context.Context, f *fill) (b *Blob, retry bool, err e
 	switch {
 	case done && ferr != nil:
 		return nil, false, ferr
-	case done:
-		return nil, true, nil
 	case f.size < 0:
 		// No announced size, so no Content-Length to promise the client:
 		// wait for the verified blob instead.

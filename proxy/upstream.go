@@ -21,21 +21,21 @@ import (
 // Timeouts bound every upstream call. Zero fields take the defaults below.
 type Timeouts struct {
 	// Dial bounds establishing a TCP connection. Default 3s.
-	Dial time.Duration `json:"dial,omitempty"`
+	Dial time.Duration
 	// TLSHandshake bounds the TLS handshake. Default 5s.
-	TLSHandshake time.Duration `json:"tlsHandshake,omitempty"`
+	TLSHandshake time.Duration
 	// ResponseHeader bounds the wait for response headers. Default 15s.
-	ResponseHeader time.Duration `json:"responseHeader,omitempty"`
+	ResponseHeader time.Duration
 	// Revalidate is the whole budget (auth included) for checking a cached
 	// tag with upstream; past it the cached digest is served stale.
 	// Default 1.5s.
-	Revalidate time.Duration `json:"revalidate,omitempty"`
+	Revalidate time.Duration
 	// Request is the whole budget for a manifest or tag list fetch that
 	// has no cached answer to fall back on. Default 30s.
-	Request time.Duration `json:"request,omitempty"`
+	Request time.Duration
 	// BodyStall is how long a blob download may make no progress before it
 	// is abandoned. Default 30s.
-	BodyStall time.Duration `json:"bodyStall,omitempty"`
+	BodyStall time.Duration
 }
 
 // DefaultTimeouts are used for zero fields of Timeouts.

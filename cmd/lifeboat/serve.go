@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/lifeboat-dev/lifeboat/cache"
+	"github.com/lifeboat-dev/lifeboat/proxy"
+	"github.com/lifeboat-dev/lifeboat/registry"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+)
+
+const (
+	// shutdownGrace lets blob streams in progress finish on SIGTERM
+	// (Kubernetes' default grace period is 30s).
+	shutdownGrace = 25 * time.Second
+	// accessFlushInterval is how often batched access times reach bbolt.
+	accessFlushInterval = 30 * time.Second
+)
+
+func serve(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg, err := loadServeConfig(args, stderr)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+
+	keychain := authn.Keychain(authn.NewMultiKeychain())
+	if cfg.DockerConfig != "" {
+		if keychain, err = proxy.DockerConfigKeychain(cfg.DockerConfig); err != nil {
+			return err
+		}
+	}
+	store, err := cache.Open(cfg.DataDir, cache.Options{})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error("closing the store", "error", err)
+		}
+	}()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "lifeboat_build_info", Help: "Always 1; the version label says which lifeboat runs.",
+		ConstLabels: prometheus.Labels{"version": version},
+	})
+	buildInfo.Set(1)
+	reg.MustRegister(buildInfo)
+
+	p, err := proxy.New(store, proxy.Options{
+		Upstreams: cfg.proxyUpstreams(), DefaultRegistry: cfg.DefaultRegistry, Keychain: keychain,
+		MaxBlobSize: cfg.MaxBlobSize, Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		return err
+	}
+	api := registry.New(p, registry.Options{Logger: log, Registerer: reg})
+
+	apiLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	metricsLn, err := net.Listen("tcp", cfg.MetricsListen)
+	if err != nil {
+		apiLn.Close()
+		return fmt.Errorf("--metrics-listen: %w", err)
+	}
+
+	var ready atomic.Bool
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+
+	servers := []*http.Server{newServer(api, log), newServer(mux, log)}
+	g, gctx := errgroup.WithContext(ctx)
+	for i, ln := range []net.Listener{apiLn, metricsLn} {
+		srv := servers[i]
+		g.Go(func() error {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		t := time.NewTicker(accessFlushInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-t.C:
+				if err := store.FlushAccess(); err != nil {
+					log.Error("flushing access times", "error", err)
+				}
+			}
+		}
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		ready.Store(false)
+		log.Info("shutting down", "grace", shutdownGrace)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), shutdownGrace)
+		defer cancel()
+		var errs []error
+		for _, s := range servers {
+			errs = append(errs, s.Shutdown(sctx))
+		}
+		return errors.Join(errs...)
+	})
+	ready.Store(true)
+	log.Info("lifeboat serving", "version", version, "listen", apiLn.Addr().String(),
+		"metrics_listen", metricsLn.Addr().String(), "data_dir", cfg.DataDir,
+		"upstreams", len(cfg.Upstreams), "default_registry", cfg.DefaultRegistry)
+	err = g.Wait()
+	log.Info("stopped")
+	return err
+}
+
+func newServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		// No WriteTimeout: it would cut long blob streams.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+func newLogger(cfg serveConfig, w io.Writer) *slog.Logger {
+	level, _ := parseLevel(cfg.LogLevel)
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+

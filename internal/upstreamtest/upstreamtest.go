@@ -1,0 +1,201 @@
+// Package upstreamtest starts a real upstream registry (go-containerregistry's
+// in-memory registry) on loopback behind a fault-injecting handler, and seeds
+// it with random images. It is for tests only.
+package upstreamtest
+
+import (
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// Mode is how the upstream misbehaves.
+type Mode string
+
+const (
+	// OK: a working registry.
+	OK Mode = "ok"
+	// Hang: accept the request and never answer until the client leaves.
+	Hang Mode = "hang"
+	// Status503 and Status429 answer every request with that status.
+	Status503 Mode = "503"
+	Status429 Mode = "429"
+	// CorruptBodies: answer GETs of manifests and blobs with one byte
+	// changed (same length, same headers).
+	CorruptBodies Mode = "corrupt"
+	// Unauthorized answers 401 without a challenge a client could satisfy.
+	Unauthorized Mode = "401"
+)
+
+// Upstream is a running test registry.
+type Upstream struct {
+	// URL is the base URL, e.g. http://127.0.0.1:43210.
+	URL string
+	// Host is URL without the scheme.
+	Host string
+
+	srv      *httptest.Server
+	mode     atomic.Value // Mode
+	mu       sync.Mutex
+	requests map[string]int // by "METHOD kind", kind: manifests, blobs, tags, base
+}
+
+// Start starts an upstream registry that stops when the test ends.
+func Start(t testing.TB) *Upstream {
+	t.Helper()
+	u := &Upstream{requests: map[string]int{}}
+	u.mode.Store(OK)
+	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	u.srv = httptest.NewServer(u.wrap(reg))
+	u.URL = u.srv.URL
+	u.Host = strings.TrimPrefix(u.URL, "http://")
+	t.Cleanup(u.Stop)
+	return u
+}
+
+// SetMode switches how the upstream behaves from now on.
+func (u *Upstream) SetMode(m Mode) { u.mode.Store(m) }
+
+// Stop closes the listener: further connections are refused.
+func (u *Upstream) Stop() {
+	u.srv.CloseClientConnections()
+	u.srv.Close()
+}
+
+// Requests counts requests seen, by "METHOD kind" (e.g. "GET blobs").
+func (u *Upstream) Requests(key string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.requests[key]
+}
+
+func requestKind(path string) string {
+	switch {
+	case strings.Contains(path, "/manifests/"):
+		return "manifests"
+	case strings.Contains(path, "/blobs/"):
+		return "blobs"
+	case strings.HasSuffix(path, "/tags/list"):
+		return "tags"
+	}
+	return "base"
+}
+
+func (u *Upstream) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.mu.Lock()
+		u.requests[r.Method+" "+requestKind(r.URL.Path)]++
+		u.mu.Unlock()
+		switch u.mode.Load().(Mode) {
+		case Hang:
+			<-r.Context().Done()
+			return
+		case Status503:
+			http.Error(w, `{"errors":[{"code":"UNAVAILABLE"}]}`, http.StatusServiceUnavailable)
+			return
+		case Status429:
+			w.Header().Set("Retry-After", "30")
+			http.Error(w, `{"errors":[{"code":"TOOMANYREQUESTS"}]}`, http.StatusTooManyRequests)
+			return
+		case Unauthorized:
+			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED"}]}`, http.StatusUnauthorized)
+			return
+		case CorruptBodies:
+			if r.Method == http.MethodGet && requestKind(r.URL.Path) != "base" {
+				c := &corrupter{ResponseWriter: w}
+				next.ServeHTTP(c, r)
+				c.flush()
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// corrupter flips the last byte of a body.
+type corrupter struct {
+	http.ResponseWriter
+	buf    []byte
+	status int
+}
+
+func (c *corrupter) WriteHeader(code int) { c.status = code }
+func (c *corrupter) Write(p []byte) (int, error) {
+	c.buf = append(c.buf, p...)
+	return len(p), nil
+}
+
+// flush sends the buffered body with its last byte flipped.
+func (c *corrupter) flush() {
+	if len(c.buf) > 0 {
+		c.buf[len(c.buf)-1] ^= 0xff
+	}
+	if c.status != 0 {
+		c.ResponseWriter.WriteHeader(c.status)
+	}
+	_, _ = c.ResponseWriter.Write(c.buf)
+}
+
+// Push writes an image or index to repo:tag on the upstream.
+func (u *Upstream) Push(t testing.TB, repoTag string, img any) name.Reference {
+	t.Helper()
+	ref, err := name.ParseReference(u.Host+"/"+repoTag, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch v := img.(type) {
+	case v1.Image:
+		err = remote.Write(ref, v)
+	case v1.ImageIndex:
+		err = remote.WriteIndex(ref, v)
+	default:
+		t.Fatalf("Push: %T is neither an image nor an index", img)
+	}
+	if err != nil {
+		t.Fatalf("push %s: %v", ref, err)
+	}
+	return ref
+}
+
+// RandomImage is an image of layers random layers of size bytes each.
+func RandomImage(t testing.TB, size, layers int64) v1.Image {
+	t.Helper()
+	img, err := random.Image(size, layers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// MultiArchIndex is an OCI index of one random image per platform.
+func MultiArchIndex(t testing.TB, size int64, platforms ...v1.Platform) v1.ImageIndex {
+	t.Helper()
+	idx := mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	for _, p := range platforms {
+		img, err := random.Image(size, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		img = mutate.MediaType(img, types.OCIManifestSchema1)
+		img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
+			Add:        img,
+			Descriptor: v1.Descriptor{Platform: &p},
+		})
+	}
+	return idx
+}

@@ -1,0 +1,299 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/lifeboat-dev/lifeboat/cache"
+	"github.com/lifeboat-dev/lifeboat/internal/upstreamtest"
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+const testRegistry = "upstream.test"
+
+type env struct {
+	up    *upstreamtest.Upstream
+	store *cache.Store
+	p     *Proxy
+	reg   *prometheus.Registry
+	dir   string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{up: upstreamtest.Start(t), dir: t.TempDir()}
+	e.open(t)
+	return e
+}
+
+// open (re)opens store and proxy on the env's data dir.
+func (e *env) open(t *testing.T) {
+	t.Helper()
+	store, err := cache.Open(e.dir, cache.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = store.Close() })
+	e.store, e.reg = store, prometheus.NewPedanticRegistry()
+	e.p, err = New(store, Options{
+		Upstreams: []UpstreamConfig{{
+			Name: testRegistry, URL: e.up.URL,
+			Timeouts: Timeouts{Revalidate: 500 * time.Millisecond, Request: 5 * time.Second, BodyStall: 2 * time.Second},
+		}},
+		Registerer: e.reg,
+	})
+	require.NoError(t, err)
+}
+
+func (e *env) restart(t *testing.T) {
+	t.Helper()
+	require.NoError(t, e.store.Close())
+	e.open(t)
+}
+
+func readBlob(t *testing.T, p *Proxy, d v1.Hash) ([]byte, Source) {
+	t.Helper()
+	b, err := p.Blob(t.Context(), testRegistry, "app", digest.Digest(d.String()))
+	require.NoError(t, err)
+	defer b.Content.Close()
+	body, err := io.ReadAll(b.Content)
+	require.NoError(t, err)
+	require.Equal(t, digest.Digest(d.String()), digest.FromBytes(body), "served bytes match the digest")
+	return body, b.Source
+}
+
+// pullAll pulls the image's manifest by tag and every blob it refers to.
+func pullAll(t *testing.T, p *Proxy, img v1.Image, tag string) Source {
+	t.Helper()
+	m, err := p.Manifest(t.Context(), testRegistry, "app", tag)
+	require.NoError(t, err)
+	raw, err := img.RawManifest()
+	require.NoError(t, err)
+	assert.Equal(t, raw, m.Body, "manifest bytes are kept exactly")
+	mt, err := img.MediaType()
+	require.NoError(t, err)
+	assert.Equal(t, string(mt), m.MediaType)
+	cfg, err := img.ConfigName()
+	require.NoError(t, err)
+	readBlob(t, p, cfg)
+	layers, err := img.Layers()
+	require.NoError(t, err)
+	for _, l := range layers {
+		d, err := l.Digest()
+		require.NoError(t, err)
+		readBlob(t, p, d)
+	}
+	return m.Source
+}
+
+func TestMissThenHitThenRestartWithUpstreamDown(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	img := upstreamtest.RandomImage(t, 4096, 3)
+	e.up.Push(t, "app:v1", img)
+
+	heads := e.up.Requests("HEAD manifests") // the push made some
+	assert.Equal(t, Miss, pullAll(t, e.p, img, "v1"))
+	blobGets := e.up.Requests("GET blobs")
+	assert.Equal(t, 4, blobGets, "config and three layers fetched once each")
+
+	assert.Equal(t, Hit, pullAll(t, e.p, img, "v1"), "second pull is a hit after a HEAD revalidation")
+	assert.Equal(t, blobGets, e.up.Requests("GET blobs"), "hits never fetch blobs again")
+	assert.Equal(t, heads+1, e.up.Requests("HEAD manifests"), "a cached tag is revalidated with HEAD")
+
+	e.up.Stop()
+	e.restart(t)
+	assert.Equal(t, Stale, pullAll(t, e.p, img, "v1"), "after a restart with upstream gone the cached tag is served stale")
+	d, err := img.Digest()
+	require.NoError(t, err)
+	m, err := e.p.Manifest(t.Context(), testRegistry, "app", d.String())
+	require.NoError(t, err)
+	assert.Equal(t, Hit, m.Source, "manifests by digest never need upstream")
+	assert.Equal(t, 1.0, testutil.ToFloat64(e.p.metrics.stale.WithLabelValues(testRegistry, ReasonRefused)))
+
+	other := upstreamtest.RandomImage(t, 100, 1)
+	od, err := other.Digest()
+	require.NoError(t, err)
+	_, err = e.p.Manifest(t.Context(), testRegistry, "app", od.String())
+	var ue *UpstreamError
+	require.ErrorAs(t, err, &ue, "an uncached manifest fails with upstream down")
+	assert.True(t, ue.Unavailable())
+	assert.Equal(t, ReasonRefused, ue.Reason)
+}
+
+func TestTagMovesUpstream(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	first := upstreamtest.RandomImage(t, 512, 1)
+	second := upstreamtest.RandomImage(t, 512, 1)
+	e.up.Push(t, "app:latest", first)
+	pullAll(t, e.p, first, "latest")
+
+	e.up.Push(t, "app:latest", second)
+	assert.Equal(t, Miss, pullAll(t, e.p, second, "latest"), "a moved tag is fetched again")
+
+	e.up.Push(t, "app:latest", first)
+	m, err := e.p.Manifest(t.Context(), testRegistry, "app", "latest")
+	require.NoError(t, err)
+	d, _ := first.Digest()
+	assert.Equal(t, d.String(), m.Digest.String())
+	assert.Equal(t, Hit, m.Source, "moving back to a cached manifest needs no GET")
+}
+
+func TestTTLSkipsRevalidation(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.p.upstreams[testRegistry].cfg.TagTTL = time.Hour
+	img := upstreamtest.RandomImage(t, 512, 1)
+	e.up.Push(t, "app:v1", img)
+	pullAll(t, e.p, img, "v1")
+	heads := e.up.Requests("HEAD manifests")
+	e.up.SetMode(upstreamtest.Hang)
+	m, err := e.p.Manifest(t.Context(), testRegistry, "app", "v1")
+	require.NoError(t, err)
+	assert.Equal(t, Hit, m.Source)
+	assert.Equal(t, heads, e.up.Requests("HEAD manifests"), "within the TTL upstream is not asked")
+}
+
+func TestUnavailableUpstreamServesStale(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		mode   upstreamtest.Mode
+		reason string
+	}{
+		{upstreamtest.Hang, ReasonTimeout},
+		{upstreamtest.Status503, Reason5xx},
+		{upstreamtest.Status429, Reason429},
+	} {
+		t.Run(string(tc.mode), func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			img := upstreamtest.RandomImage(t, 1024, 2)
+			e.up.Push(t, "app:v1", img)
+			pullAll(t, e.p, img, "v1")
+
+			e.up.SetMode(tc.mode)
+			assert.Equal(t, Stale, pullAll(t, e.p, img, "v1"))
+			assert.Equal(t, 1.0, testutil.ToFloat64(e.p.metrics.stale.WithLabelValues(testRegistry, tc.reason)))
+
+			_, err := e.p.Manifest(t.Context(), testRegistry, "app", "never-pushed")
+			var ue *UpstreamError
+			require.ErrorAs(t, err, &ue)
+			assert.True(t, ue.Unavailable(), "a miss during an outage is unavailable, not not-found")
+		})
+	}
+}
+
+func TestAnswersAboutContentArePassedOn(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	img := upstreamtest.RandomImage(t, 512, 1)
+	e.up.Push(t, "app:v1", img)
+	pullAll(t, e.p, img, "v1")
+
+	_, err := e.p.Manifest(t.Context(), testRegistry, "app", "v2")
+	var ue *UpstreamError
+	require.ErrorAs(t, err, &ue)
+	assert.Equal(t, ReasonNotFound, ue.Reason)
+
+	e.up.SetMode(upstreamtest.Unauthorized)
+	_, err = e.p.Manifest(t.Context(), testRegistry, "app", "v1")
+	require.ErrorAs(t, err, &ue, "a cached tag upstream now refuses is not served stale")
+	assert.Equal(t, 401, ue.Status)
+	assert.False(t, ue.Unavailable())
+}
+
+func TestCorruptUpstreamStoresNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	img := upstreamtest.RandomImage(t, 64<<10, 1)
+	e.up.Push(t, "app:v1", img)
+	e.up.SetMode(upstreamtest.CorruptBodies)
+
+	md, _ := img.Digest()
+	_, err := e.p.Manifest(t.Context(), testRegistry, "app", md.String())
+	require.ErrorIs(t, err, ErrDigestMismatch)
+	_, err = e.store.GetManifest(digest.Digest(md.String()))
+	assert.ErrorIs(t, err, cache.ErrNotFound)
+
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	size, err := layers[0].Size()
+	require.NoError(t, err)
+	b, err := e.p.Blob(t.Context(), testRegistry, "app", digest.Digest(ld.String()))
+	if err == nil {
+		// The stream started before the digest could be checked: it must
+		// fail short of the whole body.
+		body, rerr := io.ReadAll(b.Content)
+		b.Content.Close()
+		assert.Less(t, int64(len(body)), size, "the client never receives the whole wrong body")
+		err = rerr
+	}
+	require.ErrorIs(t, err, ErrDigestMismatch)
+	_, err = e.store.Stat(digest.Digest(ld.String()))
+	assert.ErrorIs(t, err, cache.ErrNotFound)
+
+	e.up.SetMode(upstreamtest.OK)
+	got, src := readBlob(t, e.p, ld)
+	assert.Equal(t, Miss, src, "a failed fill is forgotten: the next request retries")
+	assert.Len(t, got, int(size))
+}
+
+func TestConcurrentMissesShareOneDownload(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	img := upstreamtest.RandomImage(t, 4<<20, 1)
+	e.up.Push(t, "app:v1", img)
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+
+	const clients = 16
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() { readBlob(t, e.p, ld) })
+	}
+	wg.Wait()
+	assert.Equal(t, 1, e.up.Requests("GET blobs"), "one upstream fetch for %d clients", clients)
+	assert.Equal(t, 0.0, testutil.ToFloat64(e.p.metrics.fillWaiters), "every reader was counted out")
+}
+
+func TestFillOutlivesItsClient(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	img := upstreamtest.RandomImage(t, 1<<20, 1)
+	e.up.Push(t, "app:v1", img)
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	d := digest.Digest(ld.String())
+
+	ctx, cancel := context.WithCancel(t.Context())
+	b, err := e.p.Blob(ctx, testRegistry, "app", d)
+	require.NoError(t, err)
+	cancel()
+	_, err = io.ReadAll(b.Content)
+	b.Content.Close()
+	require.True(t, err == nil || errors.Is(err, context.Canceled))
+
+	require.Eventually(t, func() bool { _, err := e.store.Stat(d); return err == nil }, 10*time.Second, 10*time.Millisecond,
+		"the download finishes without its client")
+	_, src := readBlob(t, e.p, ld)
+	assert.Equal(t, Hit, src)
+}
+
+func TestMetricsLint(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	img := upstreamtest.RandomImage(t, 512, 1)
+	e.up.Push(t, "app:v1", img)
+	pullAll(t, e.p, img, "v1")
+	problems, err := testutil.GatherAndLint(e.reg)
+	require.NoError(t, err)
+	assert.Empty(t, problems)
+}
