@@ -50,7 +50,10 @@ var DefaultTimeouts = Timeouts{
 
 func (t Timeouts) withDefaults() Timeouts {
 	d := DefaultTimeouts
-	for _, f := range []struct{ dst *time.Duration; def time.Duration }{
+	for _, f := range []struct {
+		dst *time.Duration
+		def time.Duration
+	}{
 		{&t.Dial, d.Dial}, {&t.TLSHandshake, d.TLSHandshake}, {&t.ResponseHeader, d.ResponseHeader},
 		{&t.Revalidate, d.Revalidate}, {&t.Request, d.Request}, {&t.BodyStall, d.BodyStall},
 	} {

@@ -156,4 +156,3 @@ func newLogger(cfg serveConfig, w io.Writer) *slog.Logger {
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
 }
-
