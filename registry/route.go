@@ -3,6 +3,7 @@ package registry
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/distribution/reference"
@@ -90,8 +91,13 @@ func parsePath(p string) (route, error) {
 // validateName checks a repository path (no registry host) against the
 // distribution grammar: lower-case components separated by slashes, at most
 // 255 characters, no "..", no empty component.
+// repositoryPath is the distribution grammar for a repository path without a
+// registry host: lower-case alphanumeric components separated by '.', '_',
+// '__' or dashes, joined by '/'.
+var repositoryPath = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$`)
+
 func validateName(name string) (reference.Named, error) {
-	if name == "" || len(name) > reference.RepositoryNameTotalLengthMax || strings.Contains(name, ":") {
+	if len(name) > reference.RepositoryNameTotalLengthMax || !repositoryPath.MatchString(name) {
 		return nil, fmt.Errorf("%w %q", errNameInvalid, name)
 	}
 	named, err := reference.WithName(name)

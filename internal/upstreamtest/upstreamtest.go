@@ -190,6 +190,15 @@ func MultiArchIndex(t testing.TB, size int64, platforms ...v1.Platform) v1.Image
 		if err != nil {
 			t.Fatal(err)
 		}
+		cf, err := img.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cf = cf.DeepCopy()
+		cf.OS, cf.Architecture, cf.Variant = p.OS, p.Architecture, p.Variant
+		if img, err = mutate.ConfigFile(img, cf); err != nil {
+			t.Fatal(err)
+		}
 		img = mutate.MediaType(img, types.OCIManifestSchema1)
 		img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
