@@ -1,0 +1,164 @@
+// Package integration drives the built lifeboat binary with real clients
+// against a real upstream registry on loopback. Nothing here reaches the
+// internet.
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+var binary string // the lifeboat binary built by TestMain
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "lifeboat-integration-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "lifeboat")
+	build := exec.Command("go", "build", "-o", binary, "../cmd/lifeboat")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building lifeboat:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// requireTool finds a command-line tool: a test that needs a missing tool
+// fails in CI and skips elsewhere, naming the command that installs it.
+func requireTool(t *testing.T, name, install string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	msg := fmt.Sprintf("%s not found; install it with: %s", name, install)
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// lifeboat is a running lifeboat process.
+type lifeboat struct {
+	URL, Host, MetricsURL string
+	DataDir               string
+	cmd                   *exec.Cmd
+	logs                  *syncBuffer
+	done                  chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startLifeboat runs the binary on dataDir with the given extra flags and
+// waits until it is ready. It is stopped when the test ends.
+func startLifeboat(t *testing.T, dataDir string, args ...string) *lifeboat {
+	t.Helper()
+	addr, maddr := freeAddr(t), freeAddr(t)
+	lb := &lifeboat{
+		URL: "http://" + addr, Host: addr, MetricsURL: "http://" + maddr, DataDir: dataDir,
+		logs: &syncBuffer{}, done: make(chan error, 1),
+	}
+	lb.cmd = exec.Command(binary, append([]string{"serve", "--listen", addr, "--metrics-listen", maddr, "--data-dir", dataDir, "--log-format", "json"}, args...)...)
+	lb.cmd.Stdout, lb.cmd.Stderr = lb.logs, lb.logs
+	lb.cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+t.TempDir(), "HOME="+t.TempDir())
+	require.NoError(t, lb.cmd.Start())
+	go func() { lb.done <- lb.cmd.Wait() }()
+	t.Cleanup(func() {
+		lb.Stop(t)
+		if t.Failed() {
+			t.Logf("lifeboat logs:\n%s", lb.logs.String())
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(lb.MetricsURL + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return lb
+			}
+		}
+		select {
+		case err := <-lb.done:
+			t.Fatalf("lifeboat exited before it was ready: %v\n%s", err, lb.logs.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("lifeboat not ready after 30s:\n%s", lb.logs.String())
+		}
+	}
+}
+
+// Stop sends SIGTERM and waits for a clean exit.
+func (lb *lifeboat) Stop(t *testing.T) {
+	t.Helper()
+	if lb.cmd.ProcessState != nil {
+		return
+	}
+	_ = lb.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-lb.done:
+		lb.done <- err
+		if err != nil && !strings.Contains(err.Error(), "signal") {
+			t.Errorf("lifeboat exited with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		_ = lb.cmd.Process.Kill()
+		t.Errorf("lifeboat did not stop within 30s of SIGTERM")
+	}
+}
+
+func (lb *lifeboat) get(t *testing.T, ctx context.Context, method, path string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, method, lb.URL+path, nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	_, err = b.ReadFrom(resp.Body)
+	require.NoError(t, err)
+	return resp, b.Bytes()
+}
