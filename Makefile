@@ -1,0 +1,32 @@
+# lifeboat — run `make help` for the targets.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X main.version=$(VERSION)
+BIN     := bin/lifeboat
+
+.PHONY: help build run test test-short lint bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build a static bin/lifeboat
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/lifeboat
+
+run: ## run lifeboat serve on 127.0.0.1:5000 with ./lifeboat-data (ARGS="..." for more flags)
+	$(GO) run ./cmd/lifeboat serve $(ARGS)
+
+test: ## run every test (unit and integration) with the race detector
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+test-short: ## unit tests only
+	$(GO) test -race -count=1 ./cache/... ./proxy/... ./registry/... ./cmd/...
+
+lint: ## gofmt and go vet
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
+	$(GO) vet ./...
+
+bench: ## go test benchmarks of the hot paths
+	$(GO) test -run '^$$' -bench . -benchmem ./cache/... ./proxy/... ./registry/...
+
+clean: ## remove build output
+	rm -rf bin
