@@ -51,7 +51,47 @@ type Upstream struct {
 	srv      *httptest.Server
 	mode     atomic.Value // Mode
 	mu       sync.Mutex
-	requests map[string]int // by "METHOD kind", kind: manifests, blobs, tags, base
+	requests map[string]int // by "METHOD kind", kind: manifests, blobs, tags, base, token
+	token    bool           // demand a bearer token from /token
+	user     string         // if set, /token demands these basic credentials
+	password string
+}
+
+// token is the one bearer token the test token service issues.
+const token = "upstreamtest-token"
+
+// RequireToken makes the registry demand a bearer token from its own token
+// service at /token, as Docker Hub and ghcr.io do. With user set, the token
+// service demands those basic credentials; without, tokens are anonymous.
+func (u *Upstream) RequireToken(user, password string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.token, u.user, u.password = true, user, password
+}
+
+// authorize answers the token endpoint and the bearer challenge; it reports
+// whether the request was answered.
+func (u *Upstream) authorize(w http.ResponseWriter, r *http.Request) bool {
+	u.mu.Lock()
+	need, user, password := u.token, u.user, u.password
+	u.mu.Unlock()
+	if r.URL.Path == "/token" {
+		if user != "" {
+			if gu, gp, ok := r.BasicAuth(); !ok || gu != user || gp != password {
+				http.Error(w, `{"details":"incorrect username or password"}`, http.StatusUnauthorized)
+				return true
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"token":"`+token+`","expires_in":300}`)
+		return true
+	}
+	if need && r.Header.Get("Authorization") != "Bearer "+token {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="`+u.URL+`/token",service="upstreamtest"`)
+		http.Error(w, `{"errors":[{"code":"UNAUTHORIZED"}]}`, http.StatusUnauthorized)
+		return true
+	}
+	return false
 }
 
 // Start starts an upstream registry that stops when the test ends.
@@ -91,6 +131,8 @@ func requestKind(path string) string {
 		return "blobs"
 	case strings.HasSuffix(path, "/tags/list"):
 		return "tags"
+	case path == "/token":
+		return "token"
 	}
 	return "base"
 }
@@ -114,13 +156,15 @@ func (u *Upstream) wrap(next http.Handler) http.Handler {
 		case Unauthorized:
 			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED"}]}`, http.StatusUnauthorized)
 			return
-		case CorruptBodies:
-			if r.Method == http.MethodGet && requestKind(r.URL.Path) != "base" {
-				c := &corrupter{ResponseWriter: w}
-				next.ServeHTTP(c, r)
-				c.flush()
-				return
-			}
+		}
+		if u.authorize(w, r) {
+			return
+		}
+		if u.mode.Load().(Mode) == CorruptBodies && r.Method == http.MethodGet && requestKind(r.URL.Path) != "base" {
+			c := &corrupter{ResponseWriter: w}
+			next.ServeHTTP(c, r)
+			c.flush()
+			return
 		}
 		next.ServeHTTP(w, r)
 	})
