@@ -36,6 +36,7 @@ const (
 	Reason5xx             = "5xx"
 	Reason429             = "429"
 	ReasonAuthUnavailable = "auth-unavailable"
+	ReasonCircuitOpen     = "circuit-open"
 	ReasonNotFound        = "not-found"
 	ReasonDenied          = "denied"
 	ReasonOther           = "other"
@@ -105,9 +106,9 @@ func parseRetryAfter(v string) time.Duration {
 }
 
 // classify turns any error from an upstream call into an *UpstreamError.
-// registryHost is the host of the registry's own endpoint: a failure talking
-// to any other host during authentication is the token service's.
-func classify(registry, registryHost string, err error) *UpstreamError {
+// registryCall tells the registry's own API URLs from others: a failure
+// talking to any other URL during a call is the token service's.
+func classify(registry string, registryCall func(*url.URL) bool, err error) *UpstreamError {
 	var ue *UpstreamError
 	if errors.As(err, &ue) {
 		return ue
@@ -119,10 +120,10 @@ func classify(registry, registryHost string, err error) *UpstreamError {
 	switch {
 	case errors.As(err, &te):
 		e.Status = te.StatusCode
-		authCall = te.Request != nil && te.Request.URL.Host != registryHost
+		authCall = te.Request != nil && !registryCall(te.Request.URL)
 	case errors.As(err, &uerr):
 		if u, perr := url.Parse(uerr.URL); perr == nil {
-			authCall = u.Host != registryHost
+			authCall = !registryCall(u)
 		}
 	}
 	switch {

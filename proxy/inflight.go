@@ -242,11 +242,12 @@ func (p *Proxy) download(ctx context.Context, cancel context.CancelFunc, f *fill
 		}
 		if rerr != nil {
 			w.Abort()
+			ue := up.classify(rerr)
 			if stalled.Load() {
-				rerr = fmt.Errorf("%w: no data for %s: %w", errStalled, stall, rerr)
-				return &UpstreamError{Registry: up.cfg.Name, Reason: ReasonTimeout, Err: rerr}
+				ue = &UpstreamError{Registry: up.cfg.Name, Reason: ReasonTimeout, Err: fmt.Errorf("%w: no data for %s: %w", errStalled, stall, rerr)}
 			}
-			return up.classify(rerr)
+			up.breaker.failure(ue.Reason, 0)
+			return ue
 		}
 	}
 	return w.Commit()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/lifeboat-dev/lifeboat/cache"
 	"github.com/opencontainers/go-digest"
@@ -141,12 +142,17 @@ func (p *Proxy) manifestByTag(ctx context.Context, up *upstream, repo, tag strin
 		return answer, nil
 	}
 
-	rctx, cancel := context.WithTimeout(ctx, up.cfg.Timeouts.Revalidate)
-	defer cancel()
-	current, err := up.headManifest(rctx, repo, tag)
+	current, err := p.revalidations.head(ctx, key.String(), func(ctx context.Context) (string, error) {
+		ctx, cancel := context.WithTimeout(ctx, up.cfg.Timeouts.Revalidate)
+		defer cancel()
+		d, err := up.headManifest(ctx, repo, tag)
+		if err != nil {
+			p.upstreamFailed(up.cfg.Name, repo, "revalidate "+tag, err)
+		}
+		return d, err
+	})
 	if err != nil {
-		p.upstreamFailed(up.cfg.Name, repo, "revalidate "+tag, err)
-		return p.staleOr(ctx, up, key, answer, err)
+		return p.staleOr(ctx, up, key, answer, cached.Confirmed, err)
 	}
 	if d := digest.Digest(current); d != "" && d.Validate() == nil {
 		if d != cached.Digest {
@@ -168,16 +174,25 @@ func (p *Proxy) manifestByTag(ctx context.Context, up *upstream, repo, tag strin
 	// The tag moved (or upstream did not say where): fetch it again.
 	fresh, err := p.fetchTag(ctx, up, key, Miss)
 	if err != nil {
-		return p.staleOr(ctx, up, key, &Manifest{Digest: m.Digest, MediaType: m.MediaType, Body: m.Body, Source: Hit}, err)
+		return p.staleOr(ctx, up, key, &Manifest{Digest: m.Digest, MediaType: m.MediaType, Body: m.Body, Source: Hit}, cached.Confirmed, err)
 	}
 	return fresh, nil
 }
 
 // staleOr answers cached, marked stale, when err says upstream is
-// unavailable (and the client is still there); otherwise it returns err.
-func (p *Proxy) staleOr(ctx context.Context, up *upstream, key cache.TagKey, cached *Manifest, err error) (*Manifest, error) {
+// unavailable (and the client is still there), unless the tag was last
+// confirmed longer ago than MaxStaleness. A tag upstream says is gone is
+// served stale only with ServeStaleOnNotFound. Otherwise it returns err.
+func (p *Proxy) staleOr(ctx context.Context, up *upstream, key cache.TagKey, cached *Manifest, confirmed time.Time, err error) (*Manifest, error) {
 	var ue *UpstreamError
-	if !errors.As(err, &ue) || !ue.Unavailable() || ctx.Err() != nil {
+	if !errors.As(err, &ue) || ctx.Err() != nil {
+		return nil, err
+	}
+	if !ue.Unavailable() && !(ue.Reason == ReasonNotFound && up.cfg.ServeStaleOnNotFound) {
+		return nil, err
+	}
+	if age := p.now().Sub(confirmed); up.cfg.MaxStaleness > 0 && age > up.cfg.MaxStaleness {
+		p.log.Warn("not serving stale tag: older than the maximum staleness", "registry", up.cfg.Name, "repository", key.Repo, "reference", key.Tag, "confirmed", confirmed, "max_staleness", up.cfg.MaxStaleness)
 		return nil, err
 	}
 	p.servedStale(up.cfg.Name, key.Repo, key.Tag, ue)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -15,6 +16,8 @@ type metrics struct {
 	fills            *prometheus.CounterVec
 	fillsInProgress  prometheus.Gauge
 	fillWaiters      prometheus.Gauge
+	circuitOpen      *prometheus.GaugeVec
+	rateLimit        *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -47,9 +50,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "lifeboat_proxy_fill_clients",
 			Help: "Clients reading a blob download in progress.",
 		}),
+		circuitOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "lifeboat_upstream_circuit_open",
+			Help: "1 while the registry's circuit breaker is open (upstream failing; cached content served without asking it), else 0.",
+		}, []string{"registry"}),
+		rateLimit: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "lifeboat_upstream_ratelimit_remaining",
+			Help: "Pulls the registry says remain in its rate-limit window (its ratelimit-remaining header, as Docker Hub sends), last seen.",
+		}, []string{"registry"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.upstreamRequests, m.upstreamBytes, m.stale, m.digestMismatch, m.fills, m.fillsInProgress, m.fillWaiters)
+		reg.MustRegister(m.upstreamRequests, m.upstreamBytes, m.stale, m.digestMismatch, m.fills, m.fillsInProgress, m.fillWaiters, m.circuitOpen, m.rateLimit)
 	}
 	return m
 }
@@ -61,6 +72,9 @@ func (m *metrics) instrument(registry string, next http.RoundTripper) http.Round
 		class := "error"
 		if err == nil {
 			class = strconv.Itoa(resp.StatusCode/100) + "xx"
+			if v, ok := rateLimitRemaining(resp.Header.Get("Ratelimit-Remaining")); ok {
+				m.rateLimit.WithLabelValues(registry).Set(v)
+			}
 		}
 		m.upstreamRequests.WithLabelValues(registry, class).Inc()
 		return resp, err
@@ -70,3 +84,13 @@ func (m *metrics) instrument(registry string, next http.RoundTripper) http.Round
 type roundTripperFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripperFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// rateLimitRemaining parses "76;w=21600" (Docker Hub's ratelimit-remaining).
+func rateLimitRemaining(h string) (float64, bool) {
+	if h == "" {
+		return 0, false
+	}
+	v, _, _ := strings.Cut(h, ";")
+	n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+	return n, err == nil
+}

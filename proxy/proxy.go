@@ -54,15 +54,16 @@ type Options struct {
 
 // Proxy answers pulls from the store and upstream registries.
 type Proxy struct {
-	store       *cache.Store
-	upstreams   map[string]*upstream
-	defaultName string
-	maxBlob     int64
-	fillTimeout time.Duration
-	log         *slog.Logger
-	metrics     *metrics
-	now         func() time.Time
-	fills       fills
+	store         *cache.Store
+	upstreams     map[string]*upstream
+	defaultName   string
+	maxBlob       int64
+	fillTimeout   time.Duration
+	log           *slog.Logger
+	metrics       *metrics
+	now           func() time.Time
+	fills         fills
+	revalidations revalidations
 }
 
 // New builds a Proxy over an open store.
@@ -96,9 +97,19 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 		if _, dup := p.upstreams[cfg.Name]; dup {
 			return nil, fmt.Errorf("upstream %s configured twice", cfg.Name)
 		}
+		b := newBreaker(cfg.Breaker, opts.Now, func(open bool, reason string) {
+			if open {
+				m.circuitOpen.WithLabelValues(cfg.Name).Set(1)
+				opts.Logger.Warn("circuit breaker opened: answering from cache without waiting on upstream", "registry", cfg.Name, "reason", reason)
+				return
+			}
+			m.circuitOpen.WithLabelValues(cfg.Name).Set(0)
+			opts.Logger.Info("circuit breaker closed: upstream answers again", "registry", cfg.Name)
+		})
+		m.circuitOpen.WithLabelValues(cfg.Name).Set(0)
 		up, err := newUpstream(cfg, opts.Keychain, func(rt http.RoundTripper) http.RoundTripper {
 			return m.instrument(cfg.Name, rt)
-		})
+		}, b)
 		if err != nil {
 			return nil, err
 		}

@@ -3,12 +3,15 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -24,14 +27,14 @@ type Timeouts struct {
 	Dial time.Duration
 	// TLSHandshake bounds the TLS handshake. Default 5s.
 	TLSHandshake time.Duration
-	// ResponseHeader bounds the wait for response headers. Default 15s.
+	// ResponseHeader bounds the wait for response headers. Default 10s.
 	ResponseHeader time.Duration
 	// Revalidate is the whole budget (auth included) for checking a cached
 	// tag with upstream; past it the cached digest is served stale.
 	// Default 1.5s.
 	Revalidate time.Duration
 	// Request is the whole budget for a manifest or tag list fetch that
-	// has no cached answer to fall back on. Default 30s.
+	// has no cached answer to fall back on. Default 10s.
 	Request time.Duration
 	// BodyStall is how long a blob download may make no progress before it
 	// is abandoned. Default 30s.
@@ -42,9 +45,9 @@ type Timeouts struct {
 var DefaultTimeouts = Timeouts{
 	Dial:           3 * time.Second,
 	TLSHandshake:   5 * time.Second,
-	ResponseHeader: 15 * time.Second,
+	ResponseHeader: 10 * time.Second,
 	Revalidate:     1500 * time.Millisecond,
-	Request:        30 * time.Second,
+	Request:        10 * time.Second,
 	BodyStall:      30 * time.Second,
 }
 
@@ -77,6 +80,17 @@ type UpstreamConfig struct {
 	TagTTL time.Duration
 	// InsecureSkipVerify disables TLS certificate checks (test registries).
 	InsecureSkipVerify bool
+	// CAFile is a PEM bundle trusted for this registry besides the system
+	// roots (a private registry's CA).
+	CAFile string
+	// Breaker tunes this registry's circuit breaker.
+	Breaker BreakerConfig
+	// ServeStaleOnNotFound serves a cached tag stale when upstream says it
+	// no longer exists (404). Default false: a deleted tag is not served.
+	ServeStaleOnNotFound bool
+	// MaxStaleness refuses to serve a tag stale once upstream last
+	// confirmed it longer ago than this. Zero: no limit.
+	MaxStaleness time.Duration
 }
 
 // manifestMediaTypes is the Accept list for manifests: every format lifeboat
@@ -102,6 +116,7 @@ type upstream struct {
 	keychain authn.Keychain
 	authRes  authn.Resource // the registry name, for credential lookup
 	rt       http.RoundTripper
+	breaker  *breaker
 
 	mu         sync.Mutex
 	transports map[string]cachedTransport
@@ -112,7 +127,7 @@ type cachedTransport struct {
 	expires time.Time
 }
 
-func newUpstream(cfg UpstreamConfig, keychain authn.Keychain, wrap func(http.RoundTripper) http.RoundTripper) (*upstream, error) {
+func newUpstream(cfg UpstreamConfig, keychain authn.Keychain, wrap func(http.RoundTripper) http.RoundTripper, b *breaker) (*upstream, error) {
 	cfg.Timeouts = cfg.Timeouts.withDefaults()
 	u, err := url.Parse(cfg.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -130,6 +145,21 @@ func newUpstream(cfg UpstreamConfig, keychain authn.Keychain, wrap func(http.Rou
 	if r, err := name.NewRegistry(cfg.Name); err == nil {
 		authRes = r
 	}
+	tlsConfig := &tls.Config{InsecureSkipVerify: cfg.InsecureSkipVerify} //nolint:gosec // opt-in, for test registries
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %s: CA file: %w", cfg.Name, err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("upstream %s: CA file %s holds no PEM certificate", cfg.Name, cfg.CAFile)
+		}
+		tlsConfig.RootCAs = pool
+	}
 	dialer := &net.Dialer{Timeout: cfg.Timeouts.Dial, KeepAlive: 30 * time.Second}
 	t := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
@@ -139,17 +169,43 @@ func newUpstream(cfg UpstreamConfig, keychain authn.Keychain, wrap func(http.Rou
 		IdleConnTimeout:       90 * time.Second,
 		MaxIdleConnsPerHost:   16,
 		ForceAttemptHTTP2:     true,
-		TLSClientConfig:       &tls.Config{InsecureSkipVerify: cfg.InsecureSkipVerify}, //nolint:gosec // opt-in, for test registries
+		TLSClientConfig:       tlsConfig,
 	}
 	return &upstream{
 		cfg: cfg, base: u, reg: reg, keychain: keychain, authRes: authRes,
-		rt:         wrap(t),
+		rt:         schemeGuard{scheme: u.Scheme, host: u.Host, next: wrap(t)},
+		breaker:    b,
 		transports: make(map[string]cachedTransport),
 	}, nil
 }
 
 func (u *upstream) classify(err error) *UpstreamError {
-	return classify(u.cfg.Name, u.base.Host, err)
+	return classify(u.cfg.Name, u.isRegistryURL, err)
+}
+
+// apiPath matches the registry API paths lifeboat calls: the ping and the
+// manifests, blobs and tags of a repository. Anything else (a token realm,
+// even one on the registry's host, such as quay.io's /v2/auth) is not.
+var apiPath = regexp.MustCompile(`^/v2/(?:$|.+/(?:manifests|blobs|tags)/)`)
+
+func (u *upstream) isRegistryURL(target *url.URL) bool {
+	prefix := strings.TrimSuffix(u.base.Path, "/")
+	return target.Host == u.base.Host && apiPath.MatchString(strings.TrimPrefix(target.Path, prefix))
+}
+
+// schemeGuard refuses to send a request to the registry's host with another
+// scheme than configured: go-containerregistry falls back from https to http
+// for hosts that look local, and an https upstream must never be downgraded.
+type schemeGuard struct {
+	scheme, host string
+	next         http.RoundTripper
+}
+
+func (g schemeGuard) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Host == g.host && r.URL.Scheme != g.scheme {
+		return nil, fmt.Errorf("refusing %s to %s: upstream is configured as %s", r.URL.Scheme, g.host, g.scheme)
+	}
+	return g.next.RoundTrip(r)
 }
 
 // transport returns an authenticated transport for pulls from repo, doing
@@ -191,9 +247,37 @@ func (u *upstream) url(repo, kind, ref string) string {
 	return p.String()
 }
 
+// errCircuitOpen is the cause of an UpstreamError while the breaker is open.
+var errCircuitOpen = errors.New("circuit breaker open: upstream failed repeatedly, not asking it now")
+
 // do sends a request for repo and returns the response if it is 2xx; any
-// other outcome is an *UpstreamError and the body is closed.
+// other outcome is an *UpstreamError and the body is closed. While the
+// circuit breaker is open it fails at once without calling upstream.
 func (u *upstream) do(ctx context.Context, repo, method, target string, header http.Header) (*http.Response, error) {
+	if !u.breaker.allow() {
+		return nil, &UpstreamError{Registry: u.cfg.Name, Reason: ReasonCircuitOpen, Err: errCircuitOpen}
+	}
+	resp, err := u.send(ctx, repo, method, target, header)
+	u.record(ctx, err)
+	return resp, err
+}
+
+// record tells the breaker how a call went.
+func (u *upstream) record(ctx context.Context, err error) {
+	var ue *UpstreamError
+	switch {
+	case err == nil:
+		u.breaker.success()
+	case errors.Is(ctx.Err(), context.Canceled):
+		u.breaker.release() // the caller left; that says nothing of upstream
+	case errors.As(err, &ue) && ue.Unavailable():
+		u.breaker.failure(ue.Reason, ue.RetryAfter)
+	default:
+		u.breaker.success() // an answer about the content: upstream is up
+	}
+}
+
+func (u *upstream) send(ctx context.Context, repo, method, target string, header http.Header) (*http.Response, error) {
 	rt, err := u.transport(ctx, repo)
 	if err != nil {
 		return nil, err

@@ -8,10 +8,12 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	ggcrregistry "github.com/google/go-containerregistry/pkg/registry"
@@ -31,9 +33,23 @@ const (
 	OK Mode = "ok"
 	// Hang: accept the request and never answer until the client leaves.
 	Hang Mode = "hang"
-	// Status503 and Status429 answer every request with that status.
+	// StallBody: send the headers and half the body of GETs of manifests
+	// and blobs, then stall until the client leaves. HEADs are answered.
+	StallBody Mode = "stall-body"
+	// Status500 … Status504 answer every request with that status.
+	Status500 Mode = "500"
+	Status502 Mode = "502"
 	Status503 Mode = "503"
+	Status504 Mode = "504"
+	// Status429 answers 429 with Retry-After: 30.
 	Status429 Mode = "429"
+	// Slow: 100ms before each answer, then about 256 KiB/s.
+	Slow Mode = "slow"
+	// TokenDown and TokenHang: the registry rejects every token it issued
+	// (401 with its challenge) and the token service answers 503, or
+	// never answers. Only meaningful with RequireToken.
+	TokenDown Mode = "token-down"
+	TokenHang Mode = "token-hang"
 	// CorruptBodies: answer GETs of manifests and blobs with one byte
 	// changed (same length, same headers).
 	CorruptBodies Mode = "corrupt"
@@ -71,11 +87,19 @@ func (u *Upstream) RequireToken(user, password string) {
 
 // authorize answers the token endpoint and the bearer challenge; it reports
 // whether the request was answered.
-func (u *Upstream) authorize(w http.ResponseWriter, r *http.Request) bool {
+func (u *Upstream) authorize(w http.ResponseWriter, r *http.Request, mode Mode) bool {
 	u.mu.Lock()
 	need, user, password := u.token, u.user, u.password
 	u.mu.Unlock()
 	if r.URL.Path == "/token" {
+		switch mode {
+		case TokenHang:
+			<-r.Context().Done()
+			return true
+		case TokenDown:
+			http.Error(w, "token service unavailable", http.StatusServiceUnavailable)
+			return true
+		}
 		if user != "" {
 			if gu, gp, ok := r.BasicAuth(); !ok || gu != user || gp != password {
 				http.Error(w, `{"details":"incorrect username or password"}`, http.StatusUnauthorized)
@@ -86,7 +110,8 @@ func (u *Upstream) authorize(w http.ResponseWriter, r *http.Request) bool {
 		_, _ = io.WriteString(w, `{"token":"`+token+`","expires_in":300}`)
 		return true
 	}
-	if need && r.Header.Get("Authorization") != "Bearer "+token {
+	tokenOK := r.Header.Get("Authorization") == "Bearer "+token && mode != TokenDown && mode != TokenHang
+	if need && !tokenOK {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="`+u.URL+`/token",service="upstreamtest"`)
 		http.Error(w, `{"errors":[{"code":"UNAUTHORIZED"}]}`, http.StatusUnauthorized)
 		return true
@@ -107,8 +132,12 @@ func Start(t testing.TB) *Upstream {
 	return u
 }
 
-// SetMode switches how the upstream behaves from now on.
-func (u *Upstream) SetMode(m Mode) { u.mode.Store(m) }
+// SetMode switches how the upstream behaves from now on. Open connections
+// are closed so that no client keeps talking to the old behaviour.
+func (u *Upstream) SetMode(m Mode) {
+	u.mode.Store(m)
+	u.srv.CloseClientConnections()
+}
 
 // Stop closes the listener: further connections are refused.
 func (u *Upstream) Stop() {
@@ -142,49 +171,95 @@ func (u *Upstream) wrap(next http.Handler) http.Handler {
 		u.mu.Lock()
 		u.requests[r.Method+" "+requestKind(r.URL.Path)]++
 		u.mu.Unlock()
-		switch u.mode.Load().(Mode) {
+		mode := u.mode.Load().(Mode)
+		content := requestKind(r.URL.Path) == "manifests" || requestKind(r.URL.Path) == "blobs"
+		switch mode {
 		case Hang:
 			<-r.Context().Done()
 			return
-		case Status503:
-			http.Error(w, `{"errors":[{"code":"UNAVAILABLE"}]}`, http.StatusServiceUnavailable)
-			return
-		case Status429:
-			w.Header().Set("Retry-After", "30")
-			http.Error(w, `{"errors":[{"code":"TOOMANYREQUESTS"}]}`, http.StatusTooManyRequests)
+		case Status500, Status502, Status503, Status504, Status429:
+			code, _ := strconv.Atoi(string(mode))
+			if mode == Status429 {
+				w.Header().Set("Retry-After", "30")
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(code)
+			_, _ = io.WriteString(w, `{"errors":[{"code":"UNAVAILABLE","message":"injected"}]}`)
 			return
 		case Unauthorized:
 			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED"}]}`, http.StatusUnauthorized)
 			return
+		case Slow:
+			time.Sleep(100 * time.Millisecond)
+			w = &throttled{ResponseWriter: w}
 		}
-		if u.authorize(w, r) {
+		if u.authorize(w, r, mode) {
 			return
 		}
-		if u.mode.Load().(Mode) == CorruptBodies && r.Method == http.MethodGet && requestKind(r.URL.Path) != "base" {
-			c := &corrupter{ResponseWriter: w}
+		switch {
+		case mode == CorruptBodies && r.Method == http.MethodGet && content:
+			c := &buffered{ResponseWriter: w}
 			next.ServeHTTP(c, r)
 			c.flush()
-			return
+		case mode == StallBody && r.Method == http.MethodGet && content:
+			c := &buffered{ResponseWriter: w}
+			next.ServeHTTP(c, r)
+			c.stall(r)
+		default:
+			next.ServeHTTP(w, r)
 		}
-		next.ServeHTTP(w, r)
 	})
 }
 
-// corrupter flips the last byte of a body.
-type corrupter struct {
+// throttled writes about 256 KiB/s.
+type throttled struct{ http.ResponseWriter }
+
+func (t *throttled) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		n := min(len(p), 16<<10)
+		m, err := t.ResponseWriter.Write(p[:n])
+		written += m
+		if err != nil {
+			return written, err
+		}
+		if f, ok := t.ResponseWriter.(http.Flusher); ok {
+			f.Flush()
+		}
+		p = p[n:]
+		time.Sleep(60 * time.Millisecond)
+	}
+	return written, nil
+}
+
+// buffered holds a response so it can be corrupted or stalled.
+type buffered struct {
 	http.ResponseWriter
 	buf    []byte
 	status int
 }
 
-func (c *corrupter) WriteHeader(code int) { c.status = code }
-func (c *corrupter) Write(p []byte) (int, error) {
+func (c *buffered) WriteHeader(code int) { c.status = code }
+func (c *buffered) Write(p []byte) (int, error) {
 	c.buf = append(c.buf, p...)
 	return len(p), nil
 }
 
+// stall sends the headers and half the buffered body, then waits for the
+// client to leave.
+func (c *buffered) stall(r *http.Request) {
+	if c.status != 0 {
+		c.ResponseWriter.WriteHeader(c.status)
+	}
+	_, _ = c.ResponseWriter.Write(c.buf[:len(c.buf)/2])
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+	<-r.Context().Done()
+}
+
 // flush sends the buffered body with its last byte flipped.
-func (c *corrupter) flush() {
+func (c *buffered) flush() {
 	if len(c.buf) > 0 {
 		c.buf[len(c.buf)-1] ^= 0xff
 	}
@@ -251,4 +326,16 @@ func MultiArchIndex(t testing.TB, size int64, platforms ...v1.Platform) v1.Image
 		})
 	}
 	return idx
+}
+
+// Delete removes repo:tag from the upstream.
+func (u *Upstream) Delete(t testing.TB, repoTag string) {
+	t.Helper()
+	ref, err := name.ParseReference(u.Host+"/"+repoTag, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Delete(ref); err != nil {
+		t.Fatalf("delete %s: %v", ref, err)
+	}
 }

@@ -1,0 +1,237 @@
+package proxy
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lifeboat-dev/lifeboat/cache"
+	"github.com/lifeboat-dev/lifeboat/internal/upstreamtest"
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// outageTimeouts keep test outages short; the defaults are longer.
+var outageTimeouts = Timeouts{
+	Dial: time.Second, TLSHandshake: time.Second, ResponseHeader: 3 * time.Second,
+	Revalidate: 500 * time.Millisecond, Request: 3 * time.Second, BodyStall: time.Second,
+}
+
+// reopenAt reopens the env's store with its upstream reached at url: the
+// cache is keyed by registry name, so what was cached stays cached.
+func (e *env) reopenAt(t *testing.T, url string, breaker BreakerConfig) {
+	t.Helper()
+	require.NoError(t, e.store.Close())
+	store, err := cache.Open(e.dir, cache.Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = store.Close() })
+	e.store = store
+	e.p, err = New(store, Options{
+		Upstreams: []UpstreamConfig{{Name: testRegistry, URL: url, Timeouts: outageTimeouts, Breaker: breaker}},
+	})
+	require.NoError(t, err)
+}
+
+// TestEveryOutageServesCachedContent: for each failure mode, with an image
+// cached, its tag, its manifest by digest and its blobs are served, and
+// content that is not cached fails quickly with an unavailable error.
+func TestEveryOutageServesCachedContent(t *testing.T) {
+	t.Parallel()
+	tlsSrv := httptest.NewTLSServer(http.NotFoundHandler()) // a certificate nobody trusts
+	t.Cleanup(tlsSrv.Close)
+
+	for _, tc := range []struct {
+		name     string
+		mode     upstreamtest.Mode // switched on the running upstream
+		url      string            // or: upstream reached elsewhere
+		token    bool
+		tagStale bool // the cached tag is answered stale (else: revalidated hit)
+		reasons  []string
+	}{
+		{name: "refused", url: "http://127.0.0.1:1", tagStale: true, reasons: []string{ReasonRefused}},
+		{name: "dns", url: "http://lifeboat-upstream.invalid:5000", tagStale: true, reasons: []string{ReasonDNS, ReasonTimeout}},
+		{name: "tls", url: tlsSrv.URL, tagStale: true, reasons: []string{ReasonTLS}},
+		{name: "hang", mode: upstreamtest.Hang, tagStale: true, reasons: []string{ReasonTimeout}},
+		{name: "stall-body", mode: upstreamtest.StallBody, tagStale: false},
+		{name: "500", mode: upstreamtest.Status500, tagStale: true, reasons: []string{Reason5xx}},
+		{name: "502", mode: upstreamtest.Status502, tagStale: true, reasons: []string{Reason5xx}},
+		{name: "503", mode: upstreamtest.Status503, tagStale: true, reasons: []string{Reason5xx}},
+		{name: "504", mode: upstreamtest.Status504, tagStale: true, reasons: []string{Reason5xx}},
+		{name: "429", mode: upstreamtest.Status429, tagStale: true, reasons: []string{Reason429}},
+		{name: "token-down", mode: upstreamtest.TokenDown, token: true, tagStale: true, reasons: []string{ReasonAuthUnavailable}},
+		{name: "token-hang", mode: upstreamtest.TokenHang, token: true, tagStale: true, reasons: []string{ReasonAuthUnavailable, ReasonTimeout}},
+		{name: "slow", mode: upstreamtest.Slow, tagStale: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			img := upstreamtest.RandomImage(t, 256<<10, 2)
+			e.up.Push(t, "app:v1", img)
+			uncached := upstreamtest.RandomImage(t, 256<<10, 1)
+			e.up.Push(t, "app:v2", uncached)
+			if tc.token {
+				e.up.RequireToken("", "")
+			}
+			pullAll(t, e.p, img, "v1")
+
+			url := e.up.URL
+			if tc.url != "" {
+				url = tc.url
+			}
+			e.reopenAt(t, url, BreakerConfig{})
+			e.up.SetMode(tc.mode)
+
+			start := time.Now()
+			m, err := e.p.Manifest(t.Context(), testRegistry, "app", "v1")
+			require.NoError(t, err)
+			firstTag := time.Since(start)
+			if tc.tagStale {
+				assert.Equal(t, Stale, m.Source)
+				got := 0.0
+				for _, r := range tc.reasons {
+					got += testutil.ToFloat64(e.p.metrics.stale.WithLabelValues(testRegistry, r))
+				}
+				assert.Equal(t, 1.0, got, "the stale answer is counted under one of %v", tc.reasons)
+			} else {
+				assert.Equal(t, Hit, m.Source)
+			}
+			src := pullAll(t, e.p, img, "v1")
+			assert.Contains(t, []Source{Hit, Stale}, src)
+
+			start = time.Now()
+			ud, _ := uncached.Digest()
+			_, merr := e.p.Manifest(t.Context(), testRegistry, "app", ud.String())
+			layers, _ := uncached.Layers()
+			ld, _ := layers[0].Digest()
+			b, berr := e.p.Blob(t.Context(), testRegistry, "app", digest.Digest(ld.String()))
+			if berr == nil {
+				// Headers came, then the body stalled or crawls: the
+				// stream must end in an error or the right bytes.
+				body, rerr := readAllErr(b)
+				if rerr == nil {
+					assert.Equal(t, digest.Digest(ld.String()), digest.FromBytes(body))
+				}
+			}
+			miss := time.Since(start)
+			t.Logf("%s: cached tag answered in %s; uncached manifest+blob failed or finished in %s", tc.name, firstTag.Round(time.Millisecond), miss.Round(time.Millisecond))
+			if tc.mode != upstreamtest.Slow && tc.mode != upstreamtest.StallBody {
+				var ue *UpstreamError
+				require.ErrorAs(t, merr, &ue, "uncached manifest")
+				assert.True(t, ue.Unavailable(), "uncached manifest: %v", merr)
+				require.ErrorAs(t, berr, &ue, "uncached blob")
+				assert.True(t, ue.Unavailable(), "uncached blob: %v", berr)
+			}
+			assert.Less(t, miss, 30*time.Second, "misses fail fast, never hang")
+		})
+	}
+}
+
+func readAllErr(b *Blob) ([]byte, error) {
+	defer b.Content.Close()
+	var sb strings.Builder
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := b.Content.Read(buf)
+		sb.Write(buf[:n])
+		if err != nil {
+			if err.Error() == "EOF" {
+				return []byte(sb.String()), nil
+			}
+			return []byte(sb.String()), err
+		}
+	}
+}
+
+func TestCircuitBreakerAnswersFromCacheWithoutWaiting(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	img := upstreamtest.RandomImage(t, 1024, 1)
+	e.up.Push(t, "app:v1", img)
+	pullAll(t, e.p, img, "v1")
+	e.reopenAt(t, e.up.URL, BreakerConfig{Failures: 2, Backoff: 300 * time.Millisecond})
+	e.up.SetMode(upstreamtest.Hang)
+
+	for range 2 { // two timeouts open the circuit
+		m, err := e.p.Manifest(t.Context(), testRegistry, "app", "v1")
+		require.NoError(t, err)
+		assert.Equal(t, Stale, m.Source)
+	}
+	require.True(t, e.p.upstreams[testRegistry].breaker.isOpen())
+	assert.Equal(t, 1.0, testutil.ToFloat64(e.p.metrics.circuitOpen.WithLabelValues(testRegistry)))
+
+	heads := e.up.Requests("HEAD manifests")
+	start := time.Now()
+	m, err := e.p.Manifest(t.Context(), testRegistry, "app", "v1")
+	require.NoError(t, err)
+	assert.Equal(t, Stale, m.Source)
+	assert.Equal(t, heads, e.up.Requests("HEAD manifests"), "an open circuit does not ask upstream")
+	t.Logf("cached tag with the circuit open: %s", time.Since(start))
+	_, err = e.p.Manifest(t.Context(), testRegistry, "app", "v404")
+	var ue *UpstreamError
+	require.ErrorAs(t, err, &ue)
+	assert.Equal(t, ReasonCircuitOpen, ue.Reason, "a miss fails at once")
+	assert.Equal(t, 1.0, testutil.ToFloat64(e.p.metrics.stale.WithLabelValues(testRegistry, ReasonCircuitOpen)))
+
+	// Upstream comes back: after the backoff one probe closes the circuit.
+	e.up.SetMode(upstreamtest.OK)
+	require.Eventually(t, func() bool {
+		m, err := e.p.Manifest(t.Context(), testRegistry, "app", "v1")
+		return err == nil && m.Source == Hit
+	}, 10*time.Second, 50*time.Millisecond)
+	assert.False(t, e.p.upstreams[testRegistry].breaker.isOpen())
+	assert.Equal(t, 0.0, testutil.ToFloat64(e.p.metrics.circuitOpen.WithLabelValues(testRegistry)))
+}
+
+func TestConcurrentRevalidationsShareOneHEAD(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	img := upstreamtest.RandomImage(t, 1024, 1)
+	e.up.Push(t, "app:v1", img)
+	pullAll(t, e.p, img, "v1")
+	heads := e.up.Requests("HEAD manifests")
+
+	const clients = 32
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			m, err := e.p.Manifest(t.Context(), testRegistry, "app", "v1")
+			assert.NoError(t, err)
+			if err == nil {
+				assert.Equal(t, Hit, m.Source)
+			}
+		})
+	}
+	wg.Wait()
+	got := e.up.Requests("HEAD manifests") - heads
+	t.Logf("%d concurrent tag requests cost %d upstream HEADs", clients, got)
+	assert.GreaterOrEqual(t, got, 1)
+	assert.LessOrEqual(t, got, clients/2, "concurrent revalidations are shared")
+}
+
+func TestStaleLimits(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	img := upstreamtest.RandomImage(t, 1024, 1)
+	e.up.Push(t, "app:v1", img)
+	pullAll(t, e.p, img, "v1")
+
+	e.up.SetMode(upstreamtest.Status503)
+	e.p.upstreams[testRegistry].cfg.MaxStaleness = time.Nanosecond
+	_, err := e.p.Manifest(t.Context(), testRegistry, "app", "v1")
+	require.Error(t, err, "a tag older than the maximum staleness is not served stale")
+
+	e.p.upstreams[testRegistry].cfg.MaxStaleness = 0
+	e.up.SetMode(upstreamtest.OK)
+	e.up.Delete(t, "app:v1")
+	_, err = e.p.Manifest(t.Context(), testRegistry, "app", "v1")
+	require.Error(t, err, "a tag upstream deleted is not served stale by default")
+	e.p.upstreams[testRegistry].cfg.ServeStaleOnNotFound = true
+	m, err := e.p.Manifest(t.Context(), testRegistry, "app", "v1")
+	require.NoError(t, err)
+	assert.Equal(t, Stale, m.Source)
+}
