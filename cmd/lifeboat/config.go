@@ -32,27 +32,40 @@ var defaultUpstreams = []upstreamConfig{
 // serveConfig is every setting of `lifeboat serve`, flat. The YAML file
 // (--config) uses the json names; flags and LIFEBOAT_* env vars override it.
 type serveConfig struct {
-	Listen          string           `json:"listen"`
-	MetricsListen   string           `json:"metricsListen"`
-	DataDir         string           `json:"dataDir"`
-	DefaultRegistry string           `json:"defaultRegistry"`
-	DockerConfig    string           `json:"dockerConfig"`
-	LogLevel        string           `json:"logLevel"`
-	LogFormat       string           `json:"logFormat"`
-	TagTTL          duration         `json:"tagTTL"`
-	MaxBlobSize     int64            `json:"maxBlobSize"`
-	Timeouts        timeoutsConfig   `json:"timeouts"`
-	Upstreams       []upstreamConfig `json:"upstreams"`
+	Listen               string           `json:"listen"`
+	MetricsListen        string           `json:"metricsListen"`
+	DataDir              string           `json:"dataDir"`
+	DefaultRegistry      string           `json:"defaultRegistry"`
+	DockerConfig         string           `json:"dockerConfig"`
+	LogLevel             string           `json:"logLevel"`
+	LogFormat            string           `json:"logFormat"`
+	TagTTL               duration         `json:"tagTTL"`
+	MaxStaleness         duration         `json:"maxStaleness"`
+	ServeStaleOnNotFound bool             `json:"serveStaleOnNotFound"`
+	MaxBlobSize          int64            `json:"maxBlobSize"`
+	Timeouts             timeoutsConfig   `json:"timeouts"`
+	Breaker              breakerConfig    `json:"breaker"`
+	Upstreams            []upstreamConfig `json:"upstreams"`
+}
+
+type breakerConfig struct {
+	Failures   int      `json:"failures"`
+	Backoff    duration `json:"backoff"`
+	MaxBackoff duration `json:"maxBackoff"`
 }
 
 // upstreamConfig is one mirrored registry. Zero fields inherit the
 // top-level settings.
 type upstreamConfig struct {
-	Name               string         `json:"name"`
-	URL                string         `json:"url"`
-	TagTTL             *duration      `json:"tagTTL,omitempty"`
-	Timeouts           timeoutsConfig `json:"timeouts"`
-	InsecureSkipVerify bool           `json:"insecureSkipVerify,omitempty"`
+	Name                 string         `json:"name"`
+	URL                  string         `json:"url"`
+	TagTTL               *duration      `json:"tagTTL,omitempty"`
+	Timeouts             timeoutsConfig `json:"timeouts"`
+	Breaker              breakerConfig  `json:"breaker"`
+	MaxStaleness         *duration      `json:"maxStaleness,omitempty"`
+	ServeStaleOnNotFound *bool          `json:"serveStaleOnNotFound,omitempty"`
+	CAFile               string         `json:"caFile,omitempty"`
+	InsecureSkipVerify   bool           `json:"insecureSkipVerify,omitempty"`
 }
 
 type timeoutsConfig struct {
@@ -299,17 +312,39 @@ func parseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
-// proxyOptions turns the config into the proxy's options.
+// orDefault is *v if set, else def.
+func orDefault[T any](v *T, def T) T {
+	if v != nil {
+		return *v
+	}
+	return def
+}
+
+// proxyUpstreams turns the config into the proxy's upstreams; zero
+// per-registry fields inherit the top-level ones.
 func (c serveConfig) proxyUpstreams() []proxy.UpstreamConfig {
 	out := make([]proxy.UpstreamConfig, 0, len(c.Upstreams))
 	for _, u := range c.Upstreams {
-		ttl := c.TagTTL
-		if u.TagTTL != nil {
-			ttl = *u.TagTTL
+		breaker := u.Breaker
+		if breaker.Failures == 0 {
+			breaker.Failures = c.Breaker.Failures
+		}
+		if breaker.Backoff == 0 {
+			breaker.Backoff = c.Breaker.Backoff
+		}
+		if breaker.MaxBackoff == 0 {
+			breaker.MaxBackoff = c.Breaker.MaxBackoff
 		}
 		out = append(out, proxy.UpstreamConfig{
-			Name: u.Name, URL: u.URL, TagTTL: time.Duration(ttl),
-			Timeouts:           u.Timeouts.merged(c.Timeouts).proxy(),
+			Name: u.Name, URL: u.URL,
+			TagTTL:               time.Duration(orDefault(u.TagTTL, c.TagTTL)),
+			MaxStaleness:         time.Duration(orDefault(u.MaxStaleness, c.MaxStaleness)),
+			ServeStaleOnNotFound: orDefault(u.ServeStaleOnNotFound, c.ServeStaleOnNotFound),
+			Timeouts:             u.Timeouts.merged(c.Timeouts).proxy(),
+			Breaker: proxy.BreakerConfig{
+				Failures: breaker.Failures, Backoff: time.Duration(breaker.Backoff), MaxBackoff: time.Duration(breaker.MaxBackoff),
+			},
+			CAFile:             u.CAFile,
 			InsecureSkipVerify: u.InsecureSkipVerify,
 		})
 	}

@@ -19,6 +19,9 @@ listen: 127.0.0.1:6000
 dataDir: /from/file
 logLevel: debug
 tagTTL: 30s
+maxStaleness: 24h
+breaker:
+  failures: 5
 timeouts:
   revalidate: 2s
 upstreams:
@@ -29,6 +32,9 @@ upstreams:
   - name: localhost:5001
     url: http://127.0.0.1:5001
     tagTTL: 0s
+    serveStaleOnNotFound: true
+    breaker:
+      backoff: 10s
 `), 0o644))
 	t.Setenv("LIFEBOAT_DATA_DIR", "/from/env")
 	t.Setenv("LIFEBOAT_LOG_LEVEL", "warn")
@@ -45,6 +51,12 @@ upstreams:
 	assert.Equal(t, 2*time.Second, ups[0].Timeouts.Revalidate, "top-level timeout inherited")
 	assert.Equal(t, 30*time.Second, ups[0].TagTTL, "top-level tag TTL inherited")
 	assert.Equal(t, time.Duration(0), ups[1].TagTTL, "per-registry tag TTL wins")
+	assert.Equal(t, 24*time.Hour, ups[1].MaxStaleness)
+	assert.False(t, ups[0].ServeStaleOnNotFound)
+	assert.True(t, ups[1].ServeStaleOnNotFound)
+	assert.Equal(t, 5, ups[1].Breaker.Failures, "breaker settings inherit field by field")
+	assert.Equal(t, 10*time.Second, ups[1].Breaker.Backoff)
+	assert.Equal(t, time.Duration(0), ups[0].Breaker.Backoff, "zero means the proxy's default")
 }
 
 func TestUpstreamFlagsReplaceDefaults(t *testing.T) {
