@@ -235,3 +235,14 @@ func TestStaleLimits(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, Stale, m.Source)
 }
+
+func TestRateLimitRemainingIsRecorded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	img := upstreamtest.RandomImage(t, 512, 1)
+	e.up.Push(t, "app:v1", img)
+	e.up.SetRateLimitRemaining("42;w=21600")
+	_, err := e.p.Manifest(t.Context(), testRegistry, "app", "v1")
+	require.NoError(t, err)
+	assert.Equal(t, 42.0, testutil.ToFloat64(e.p.metrics.rateLimit.WithLabelValues(testRegistry)))
+}

@@ -68,9 +68,18 @@ type Upstream struct {
 	mode     atomic.Value // Mode
 	mu       sync.Mutex
 	requests map[string]int // by "METHOD kind", kind: manifests, blobs, tags, base, token
+	rateLeft string         // if set, sent as ratelimit-remaining on manifest answers
 	token    bool           // demand a bearer token from /token
 	user     string         // if set, /token demands these basic credentials
 	password string
+}
+
+// SetRateLimitRemaining makes manifest answers carry Docker Hub's
+// ratelimit-remaining header with this value.
+func (u *Upstream) SetRateLimitRemaining(v string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.rateLeft = v
 }
 
 // token is the one bearer token the test token service issues.
@@ -170,6 +179,9 @@ func (u *Upstream) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u.mu.Lock()
 		u.requests[r.Method+" "+requestKind(r.URL.Path)]++
+		if u.rateLeft != "" && requestKind(r.URL.Path) == "manifests" {
+			w.Header().Set("Ratelimit-Remaining", u.rateLeft)
+		}
 		u.mu.Unlock()
 		mode := u.mode.Load().(Mode)
 		content := requestKind(r.URL.Path) == "manifests" || requestKind(r.URL.Path) == "blobs"
