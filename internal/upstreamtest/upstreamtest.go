@@ -36,6 +36,9 @@ const (
 	// StallBody: send the headers and half the body of GETs of manifests
 	// and blobs, then stall until the client leaves. HEADs are answered.
 	StallBody Mode = "stall-body"
+	// DieMidBody: send the headers and half the body of GETs of manifests
+	// and blobs, then close the connection.
+	DieMidBody Mode = "die-mid-body"
 	// Status500 … Status504 answer every request with that status.
 	Status500 Mode = "500"
 	Status502 Mode = "502"
@@ -217,6 +220,10 @@ func (u *Upstream) wrap(next http.Handler) http.Handler {
 			c := &buffered{ResponseWriter: w}
 			next.ServeHTTP(c, r)
 			c.stall(r)
+		case mode == DieMidBody && r.Method == http.MethodGet && content:
+			c := &buffered{ResponseWriter: w}
+			next.ServeHTTP(c, r)
+			c.die()
 		default:
 			next.ServeHTTP(w, r)
 		}
@@ -268,6 +275,19 @@ func (c *buffered) stall(r *http.Request) {
 		f.Flush()
 	}
 	<-r.Context().Done()
+}
+
+// die sends the headers and half the buffered body, then drops the
+// connection.
+func (c *buffered) die() {
+	if c.status != 0 {
+		c.ResponseWriter.WriteHeader(c.status)
+	}
+	_, _ = c.ResponseWriter.Write(c.buf[:len(c.buf)/2])
+	if f, ok := c.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+	panic(http.ErrAbortHandler)
 }
 
 // flush sends the buffered body with its last byte flipped.

@@ -1,0 +1,88 @@
+package proxy
+
+import (
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lifeboat-dev/lifeboat/cache"
+	"github.com/lifeboat-dev/lifeboat/internal/upstreamtest"
+	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestUpstreamDiesMidFill: every client is cut, nothing is stored, and the
+// next request retries.
+func TestUpstreamDiesMidFill(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []upstreamtest.Mode{upstreamtest.DieMidBody, upstreamtest.StallBody} {
+		t.Run(string(mode), func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			e.reopenAt(t, e.up.URL, BreakerConfig{Failures: 100})
+			img := upstreamtest.RandomImage(t, 2<<20, 1)
+			e.up.Push(t, "app:v1", img)
+			layers, _ := img.Layers()
+			ld, _ := layers[0].Digest()
+			size, _ := layers[0].Size()
+			d := digest.Digest(ld.String())
+			e.up.SetMode(mode)
+
+			var wg sync.WaitGroup
+			for range 4 {
+				wg.Go(func() {
+					b, err := e.p.Blob(t.Context(), testRegistry, "app", d)
+					if err != nil {
+						return // the fill failed before this client joined
+					}
+					defer b.Content.Close()
+					body, err := io.ReadAll(b.Content)
+					assert.Error(t, err, "a client of a failed fill gets an error")
+					assert.Less(t, int64(len(body)), size, "and never the whole body")
+				})
+			}
+			wg.Wait()
+			_, err := e.store.Stat(d)
+			assert.ErrorIs(t, err, cache.ErrNotFound, "nothing is stored")
+			assert.Equal(t, 1.0, testutil.ToFloat64(e.p.metrics.fills.WithLabelValues(testRegistry, "error")))
+
+			e.up.SetMode(upstreamtest.OK)
+			_, src := readBlob(t, e.p, ld)
+			assert.Equal(t, Miss, src, "the next request retries")
+		})
+	}
+}
+
+// TestLateJoinerReadsFromDiskThenFollows: a client arriving mid-download
+// gets the whole blob from one upstream fetch.
+func TestLateJoinerReadsFromDiskThenFollows(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	img := upstreamtest.RandomImage(t, 1<<20, 1)
+	e.up.Push(t, "app:v1", img)
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	d := digest.Digest(ld.String())
+	e.up.SetMode(upstreamtest.Slow) // ~256 KiB/s: the download takes a while
+
+	first, err := e.p.Blob(t.Context(), testRegistry, "app", d)
+	require.NoError(t, err)
+	defer first.Content.Close()
+	buf := make([]byte, 64<<10)
+	_, err = io.ReadFull(first.Content, buf)
+	require.NoError(t, err)
+
+	late, err := e.p.Blob(t.Context(), testRegistry, "app", d)
+	require.NoError(t, err)
+	assert.Equal(t, Miss, late.Source)
+	start := time.Now()
+	body, err := io.ReadAll(late.Content)
+	late.Content.Close()
+	require.NoError(t, err)
+	assert.Equal(t, d, digest.FromBytes(body))
+	assert.Equal(t, 1, e.up.Requests("GET blobs"), "the late joiner shares the download")
+	t.Logf("late joiner finished after %s", time.Since(start))
+}
