@@ -86,3 +86,23 @@ func TestLateJoinerReadsFromDiskThenFollows(t *testing.T) {
 	assert.Equal(t, 1, e.up.Requests("GET blobs"), "the late joiner shares the download")
 	t.Logf("late joiner finished after %s", time.Since(start))
 }
+
+func TestConcurrentFillsPerRegistryAreBounded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.p.upstreams[testRegistry].fillSlots = make(chan struct{}, 2)
+	img := upstreamtest.RandomImage(t, 128<<10, 5)
+	e.up.Push(t, "app:v1", img)
+	layers, _ := img.Layers()
+	e.up.SetMode(upstreamtest.Slow)
+
+	var wg sync.WaitGroup
+	for _, l := range layers {
+		ld, _ := l.Digest()
+		wg.Go(func() { readBlob(t, e.p, ld) })
+	}
+	wg.Wait()
+	assert.Equal(t, 5, e.up.Requests("GET blobs"))
+	assert.Equal(t, 2, e.up.Peak("GET blobs"), "no more than the limit of downloads at once")
+	assert.Equal(t, 5.0, testutil.ToFloat64(e.p.metrics.fills.WithLabelValues(testRegistry, "ok")), "every fill finished")
+}

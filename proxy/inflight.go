@@ -196,6 +196,12 @@ func (p *Proxy) runFill(f *fill, up *upstream, repo string) {
 }
 
 func (p *Proxy) download(ctx context.Context, cancel context.CancelFunc, f *fill, up *upstream, repo string) error {
+	select {
+	case up.fillSlots <- struct{}{}:
+		defer func() { <-up.fillSlots }()
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for a download slot: %w", ctx.Err())
+	}
 	resp, err := up.getBlob(ctx, repo, f.digest.String())
 	if err != nil {
 		return err

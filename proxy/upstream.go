@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -91,6 +92,9 @@ type UpstreamConfig struct {
 	// MaxStaleness refuses to serve a tag stale once upstream last
 	// confirmed it longer ago than this. Zero: no limit.
 	MaxStaleness time.Duration
+	// MaxConcurrentFills bounds the blob downloads from this registry at
+	// once; more wait for a slot. Zero: 16.
+	MaxConcurrentFills int
 }
 
 // manifestMediaTypes is the Accept list for manifests: every format lifeboat
@@ -110,13 +114,14 @@ const transportTTL = 10 * time.Minute
 // upstream is the client for one registry: authentication through
 // go-containerregistry's transport, deadlines on every call.
 type upstream struct {
-	cfg      UpstreamConfig
-	base     *url.URL
-	reg      name.Registry // the endpoint, for ping and token scopes
-	keychain authn.Keychain
-	authRes  authn.Resource // the registry name, for credential lookup
-	rt       http.RoundTripper
-	breaker  *breaker
+	cfg       UpstreamConfig
+	base      *url.URL
+	reg       name.Registry // the endpoint, for ping and token scopes
+	keychain  authn.Keychain
+	authRes   authn.Resource // the registry name, for credential lookup
+	rt        http.RoundTripper
+	breaker   *breaker
+	fillSlots chan struct{}
 
 	mu         sync.Mutex
 	transports map[string]cachedTransport
@@ -175,6 +180,7 @@ func newUpstream(cfg UpstreamConfig, keychain authn.Keychain, wrap func(http.Rou
 		cfg: cfg, base: u, reg: reg, keychain: keychain, authRes: authRes,
 		rt:         schemeGuard{scheme: u.Scheme, host: u.Host, next: wrap(t)},
 		breaker:    b,
+		fillSlots:  make(chan struct{}, cmp.Or(cfg.MaxConcurrentFills, 16)),
 		transports: make(map[string]cachedTransport),
 	}, nil
 }

@@ -43,6 +43,7 @@ type serveConfig struct {
 	MaxStaleness         duration         `json:"maxStaleness"`
 	ServeStaleOnNotFound bool             `json:"serveStaleOnNotFound"`
 	MaxBlobSize          int64            `json:"maxBlobSize"`
+	MaxConcurrentFills   int              `json:"maxConcurrentFills"`
 	Timeouts             timeoutsConfig   `json:"timeouts"`
 	Breaker              breakerConfig    `json:"breaker"`
 	Upstreams            []upstreamConfig `json:"upstreams"`
@@ -344,6 +345,7 @@ func (c serveConfig) proxyUpstreams() []proxy.UpstreamConfig {
 			Breaker: proxy.BreakerConfig{
 				Failures: breaker.Failures, Backoff: time.Duration(breaker.Backoff), MaxBackoff: time.Duration(breaker.MaxBackoff),
 			},
+			MaxConcurrentFills: c.MaxConcurrentFills,
 			CAFile:             u.CAFile,
 			InsecureSkipVerify: u.InsecureSkipVerify,
 		})

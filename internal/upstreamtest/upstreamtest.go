@@ -71,6 +71,8 @@ type Upstream struct {
 	mode     atomic.Value // Mode
 	mu       sync.Mutex
 	requests map[string]int // by "METHOD kind", kind: manifests, blobs, tags, base, token
+	inflight map[string]int // requests being answered, by the same key
+	peak     map[string]int // the most requests answered at once, by the same key
 	rateLeft string         // if set, sent as ratelimit-remaining on manifest answers
 	token    bool           // demand a bearer token from /token
 	user     string         // if set, /token demands these basic credentials
@@ -134,7 +136,7 @@ func (u *Upstream) authorize(w http.ResponseWriter, r *http.Request, mode Mode) 
 // Start starts an upstream registry that stops when the test ends.
 func Start(t testing.TB) *Upstream {
 	t.Helper()
-	u := &Upstream{requests: map[string]int{}}
+	u := &Upstream{requests: map[string]int{}, inflight: map[string]int{}, peak: map[string]int{}}
 	u.mode.Store(OK)
 	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
 	u.srv = httptest.NewServer(u.wrap(reg))
@@ -164,6 +166,13 @@ func (u *Upstream) Requests(key string) int {
 	return u.requests[key]
 }
 
+// Peak is the most requests with this key ("GET blobs") answered at once.
+func (u *Upstream) Peak(key string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.peak[key]
+}
+
 func requestKind(path string) string {
 	switch {
 	case strings.Contains(path, "/manifests/"):
@@ -180,8 +189,16 @@ func requestKind(path string) string {
 
 func (u *Upstream) wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := r.Method + " " + requestKind(r.URL.Path)
 		u.mu.Lock()
-		u.requests[r.Method+" "+requestKind(r.URL.Path)]++
+		u.requests[key]++
+		u.inflight[key]++
+		u.peak[key] = max(u.peak[key], u.inflight[key])
+		defer func() {
+			u.mu.Lock()
+			u.inflight[key]--
+			u.mu.Unlock()
+		}()
 		if u.rateLeft != "" && requestKind(r.URL.Path) == "manifests" {
 			w.Header().Set("Ratelimit-Remaining", u.rateLeft)
 		}
