@@ -69,14 +69,34 @@ func (s *Store) OpenBlob(d digest.Digest) (*os.File, BlobInfo, error) {
 	f, err := os.Open(s.blobPath(d))
 	if errors.Is(err, os.ErrNotExist) {
 		// The row outlived its file (removed by hand, or a disk fault):
-		// report a miss so the content is fetched again.
+		// forget it so the content is fetched again.
+		s.forget(d)
 		return nil, BlobInfo{}, fmt.Errorf("blob %s: file missing: %w", d, ErrNotFound)
 	}
 	if err != nil {
 		return nil, BlobInfo{}, fmt.Errorf("open blob %s: %w", d, err)
 	}
+	if fi, err := f.Stat(); err != nil || fi.Size() != info.Size {
+		// Truncated or grown behind our back: never serve it.
+		f.Close()
+		s.forget(d)
+		return nil, BlobInfo{}, fmt.Errorf("blob %s: file size differs from the index: %w", d, ErrNotFound)
+	}
 	s.Touch(d)
 	return f, info, nil
+}
+
+// forget removes a blob's rows and file: it was found damaged or missing.
+func (s *Store) forget(d digest.Digest) {
+	_ = os.Remove(s.blobPath(d))
+	_ = s.db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketBlobs, bucketManifests, bucketAccess} {
+			if err := bucket(tx, b).Delete([]byte(d.String())); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // Ingest is a blob being written. Write hashes as it goes; Commit verifies,
@@ -126,7 +146,11 @@ func (w *Ingest) Abort() {
 // Commit verifies the digest and size, fsyncs and renames the file into
 // place, fsyncs the directory, and only then writes the index row. On any
 // error the ingest file is removed and nothing becomes visible.
-func (w *Ingest) Commit() (err error) {
+func (w *Ingest) Commit() error { return w.commit(nil) }
+
+// commit is Commit with more index writes (extra) in the same transaction
+// as the blob row.
+func (w *Ingest) commit(extra func(*bolt.Tx) error) (err error) {
 	defer func() {
 		if err != nil {
 			w.Abort()
@@ -144,31 +168,45 @@ func (w *Ingest) Commit() (err error) {
 	if err := w.f.Close(); err != nil {
 		return fmt.Errorf("close ingest file: %w", err)
 	}
-	return w.s.place(w.f.Name(), w.d, w.written)
+	dst := w.s.blobPath(w.d)
+	if err := mkdirSynced(filepath.Dir(dst)); err != nil {
+		return err
+	}
+	if err := os.Rename(w.f.Name(), dst); err != nil {
+		return fmt.Errorf("move blob into place: %w", err)
+	}
+	if err := syncDir(filepath.Dir(dst)); err != nil {
+		return err
+	}
+	now := w.s.now()
+	err = w.s.db.Update(func(tx *bolt.Tx) error {
+		if err := putJSON(tx, bucketBlobs, w.d.String(), blobRecord{Size: w.written, Stored: now}); err != nil {
+			return err
+		}
+		if extra != nil {
+			return extra(tx)
+		}
+		return nil
+	})
+	if err != nil {
+		// The file is in place without a row; Open adopts it after a
+		// re-hash, or it is fetched again.
+		return fmt.Errorf("index blob %s: %w", w.d, err)
+	}
+	w.s.Touch(w.d)
+	return nil
 }
 
-// place renames a verified, synced file to its blob path and indexes it.
-func (s *Store) place(tmp string, d digest.Digest, size int64) error {
-	dst := s.blobPath(d)
-	dir := filepath.Dir(dst)
+// mkdirSynced creates dir (a blob shard) if needed, and fsyncs its parent
+// so the new entry survives a power cut.
+func mkdirSynced(dir string) error {
+	if _, err := os.Stat(dir); err == nil {
+		return nil
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create blob directory: %w", err)
 	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return fmt.Errorf("move blob into place: %w", err)
-	}
-	if err := syncDir(dir); err != nil {
-		return err
-	}
-	now := s.now()
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		return putJSON(tx, bucketBlobs, d.String(), blobRecord{Size: size, Stored: now})
-	})
-	if err != nil {
-		return fmt.Errorf("index blob %s: %w", d, err)
-	}
-	s.Touch(d)
-	return nil
+	return syncDir(filepath.Dir(dir))
 }
 
 func syncDir(dir string) error {

@@ -20,8 +20,11 @@
 // A blob becomes visible only after its bytes were hashed and matched the
 // digest, the file was fsynced and renamed into place, and its row was written
 // in one bbolt transaction. A crash at any point leaves either nothing or a
-// whole, verified blob: Open removes ingest leftovers and drops rows whose file
-// is gone.
+// whole, verified blob: Open removes ingest leftovers, drops rows whose file
+// is gone or has another size, and adopts a file without a row if its bytes
+// hash to its name (a crash between rename and index write), removing it
+// otherwise. OpenBlob forgets a blob whose file no longer has the indexed
+// size.
 //
 // Last-access times are kept in memory by Touch and written in batches by
 // FlushAccess (and on Close), never one bbolt write per request.

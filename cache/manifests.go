@@ -35,16 +35,9 @@ func (s *Store) PutManifest(m Manifest) error {
 		w.Abort()
 		return fmt.Errorf("write manifest: %w", err)
 	}
-	if err := w.Commit(); err != nil {
-		return err
-	}
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	return w.commit(func(tx *bolt.Tx) error {
 		return putJSON(tx, bucketManifests, m.Digest.String(), manifestRecord{MediaType: m.MediaType, Refs: m.Refs})
 	})
-	if err != nil {
-		return fmt.Errorf("index manifest %s: %w", m.Digest, err)
-	}
-	return nil
 }
 
 // GetManifest returns a stored manifest, re-checking its bytes against the

@@ -4,8 +4,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -82,7 +85,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, err
 	}
-	if err := s.dropMissing(); err != nil {
+	if err := s.reconcile(); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
@@ -121,36 +124,99 @@ func (s *Store) removeIngestLeftovers() error {
 	return nil
 }
 
-// dropMissing removes index rows whose blob file no longer exists, so the
-// store never claims content it cannot serve.
-func (s *Store) dropMissing() error {
-	var missing [][]byte
+// reconcile makes the index and the blob files agree after a crash or a
+// hand edit: a row whose file is gone (or has another size) is dropped; a
+// file without a row is adopted if its bytes hash to its name, and removed
+// otherwise.
+func (s *Store) reconcile() error {
+	rows := map[string]int64{}
 	err := s.db.View(func(tx *bolt.Tx) error {
-		return bucket(tx, bucketBlobs).ForEach(func(k, _ []byte) error {
-			d, err := digest.Parse(string(k))
-			if err != nil {
-				missing = append(missing, append([]byte(nil), k...))
-				return nil
-			}
-			if _, err := os.Stat(s.blobPath(d)); errors.Is(err, os.ErrNotExist) {
-				missing = append(missing, append([]byte(nil), k...))
+		return bucket(tx, bucketBlobs).ForEach(func(k, v []byte) error {
+			var rec blobRecord
+			if json.Unmarshal(v, &rec) == nil {
+				rows[string(k)] = rec.Size
+			} else {
+				rows[string(k)] = -1
 			}
 			return nil
 		})
 	})
-	if err != nil || len(missing) == 0 {
+	if err != nil {
 		return err
 	}
+	var drop []string
+	adopt := map[string]int64{}
+	root := filepath.Join(s.dir, "blobs")
+	err = filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(root, path)
+		parts := strings.Split(filepath.ToSlash(rel), "/")
+		d := digest.Digest("")
+		if len(parts) == 3 {
+			d = digest.NewDigestFromEncoded(digest.Algorithm(parts[0]), parts[2])
+		}
+		fi, ferr := e.Info()
+		size, indexed := rows[d.String()]
+		switch {
+		case d.Validate() != nil || ferr != nil:
+			return os.Remove(path) // not a blob of ours
+		case indexed && size == fi.Size():
+			delete(rows, d.String())
+			return nil
+		case indexed:
+			drop = append(drop, d.String()) // size differs: damaged
+			delete(rows, d.String())
+			return os.Remove(path)
+		}
+		if ok, err := fileMatches(path, d); err != nil {
+			return err
+		} else if !ok {
+			return os.Remove(path)
+		}
+		adopt[d.String()] = fi.Size()
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("reconcile blob files with the index: %w", err)
+	}
+	for k := range rows { // rows left have no file
+		drop = append(drop, k)
+	}
+	if len(drop) == 0 && len(adopt) == 0 {
+		return nil
+	}
+	now := s.now()
 	return s.db.Update(func(tx *bolt.Tx) error {
-		for _, k := range missing {
-			for _, b := range []([]byte){bucketBlobs, bucketManifests, bucketAccess} {
-				if err := bucket(tx, b).Delete(k); err != nil {
+		for _, k := range drop {
+			for _, b := range [][]byte{bucketBlobs, bucketManifests, bucketAccess} {
+				if err := bucket(tx, b).Delete([]byte(k)); err != nil {
 					return err
 				}
 			}
 		}
+		for k, size := range adopt {
+			if err := putJSON(tx, bucketBlobs, k, blobRecord{Size: size, Stored: now}); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
+}
+
+// fileMatches re-hashes a file against the digest it is named by.
+func fileMatches(path string, d digest.Digest) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	v := d.Verifier()
+	if _, err := io.Copy(v, f); err != nil {
+		return false, fmt.Errorf("re-hash %s: %w", path, err)
+	}
+	return v.Verified(), nil
 }
 
 // Close flushes access times and closes the index.

@@ -159,3 +159,41 @@ func TestTagList(t *testing.T) {
 	_, err = s.GetTagList("ghcr.io", "a/c")
 	assert.ErrorIs(t, err, ErrNotFound)
 }
+
+func TestOpenAdoptsVerifiedOrphansAndRemovesOthers(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	require.NoError(t, err)
+	good := []byte("a blob whose index row was lost in a crash")
+	gd := digest.FromBytes(good)
+	bad := digest.FromString("what the name promises")
+	damaged := ingest(t, s, []byte("a blob that will be truncated"))
+	require.NoError(t, s.Close())
+	for d, body := range map[digest.Digest][]byte{gd: good, bad: []byte("something else")} {
+		require.NoError(t, os.MkdirAll(filepath.Dir(s.blobPath(d)), 0o755))
+		require.NoError(t, os.WriteFile(s.blobPath(d), body, 0o644))
+	}
+	require.NoError(t, os.WriteFile(s.blobPath(damaged), []byte("a blob"), 0o644))
+
+	s = openStore(t, dir)
+	info, err := s.Stat(gd)
+	require.NoError(t, err, "a file whose bytes match its name is adopted")
+	assert.Equal(t, int64(len(good)), info.Size)
+	_, err = s.Stat(bad)
+	assert.ErrorIs(t, err, ErrNotFound)
+	assert.NoFileExists(t, s.blobPath(bad), "a file that does not match its name is removed")
+	_, err = s.Stat(damaged)
+	assert.ErrorIs(t, err, ErrNotFound, "a file whose size differs from its row is dropped")
+}
+
+func TestOpenBlobForgetsADamagedFile(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, t.TempDir())
+	d := ingest(t, s, []byte("twenty-something bytes of blob"))
+	require.NoError(t, os.Truncate(s.blobPath(d), 5))
+	_, _, err := s.OpenBlob(d)
+	require.ErrorIs(t, err, ErrNotFound, "a truncated blob is a miss, never served")
+	_, err = s.Stat(d)
+	assert.ErrorIs(t, err, ErrNotFound, "and it is forgotten so it is fetched again")
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/lifeboat-dev/lifeboat/cache"
@@ -22,13 +23,18 @@ type Blob struct {
 // Blob answers a GET of blob d in repo of registry. A cached blob is served
 // with no upstream call. Otherwise the caller joins the download of d in
 // progress, or starts one, and reads the bytes as they arrive.
-func (p *Proxy) Blob(ctx context.Context, registry, repo string, d digest.Digest) (*Blob, error) {
+//
+// whole says the caller will read the blob to its end. A caller that wants
+// part of it (a Range) waits for the verified blob instead: only a reader
+// that reaches the end can be held back from the last byte until the digest
+// matched, so a part of a download in progress is never served.
+func (p *Proxy) Blob(ctx context.Context, registry, repo string, d digest.Digest, whole bool) (*Blob, error) {
 	up, err := p.upstream(registry)
 	if err != nil {
 		return nil, err
 	}
 	repo = up.repoPath(repo)
-	followed := false
+	followed, retriedOwn := false, false
 	for {
 		b, f, err := p.openOrJoin(up, repo, d)
 		if b != nil && followed {
@@ -38,7 +44,14 @@ func (p *Proxy) Blob(ctx context.Context, registry, repo string, d digest.Digest
 			return b, err
 		}
 		followed = true
-		b, retry, err := p.follow(ctx, f)
+		b, retry, err := p.follow(ctx, f, whole)
+		var ue *UpstreamError
+		if err != nil && !retriedOwn && (f.registry != up.cfg.Name || f.repo != repo) &&
+			errors.As(err, &ue) && !ue.Unavailable() {
+			// The download was another repository's, which upstream says
+			// lacks the blob or denies it: ask again for ours.
+			retriedOwn, retry = true, true
+		}
 		if !retry {
 			return b, err
 		}
@@ -61,9 +74,10 @@ func (p *Proxy) openOrJoin(up *upstream, repo string, d digest.Digest) (*Blob, *
 	if b, err := p.openCached(d); b != nil || err != nil {
 		return b, nil, err
 	}
-	f := newFill(d)
+	f := newFill(d, up.cfg.Name, repo)
 	f.acquire()
 	p.fills.m[d.String()] = f
+	p.fillsDone.Add(1)
 	go p.runFill(f, up, repo)
 	p.metrics.fillWaiters.Inc()
 	return nil, f, nil
@@ -83,7 +97,7 @@ func (p *Proxy) openCached(d digest.Digest) (*Blob, error) {
 // follow waits for the fill to start and returns a reader of it. retry is
 // true when the fill finished in the meantime and the store should be asked
 // again.
-func (p *Proxy) follow(ctx context.Context, f *fill) (b *Blob, retry bool, err error) {
+func (p *Proxy) follow(ctx context.Context, f *fill, whole bool) (b *Blob, retry bool, err error) {
 	defer func() {
 		if b == nil {
 			p.metrics.fillWaiters.Dec()
@@ -99,9 +113,10 @@ func (p *Proxy) follow(ctx context.Context, f *fill) (b *Blob, retry bool, err e
 	switch {
 	case done && ferr != nil:
 		return nil, false, ferr
-	case f.size < 0:
-		// No announced size, so no Content-Length to promise the client:
-		// wait for the verified blob instead.
+	case f.size <= 0 || !whole:
+		// No announced size (no Content-Length to promise, no last byte
+		// to hold back), or only a part is wanted: wait for the verified
+		// blob instead.
 		for {
 			_, done, ferr, changed := f.readable()
 			if done {
@@ -115,18 +130,22 @@ func (p *Proxy) follow(ctx context.Context, f *fill) (b *Blob, retry bool, err e
 		}
 	}
 	r := &fillReader{ctx: ctx, f: f}
-	return &Blob{Content: waiterCloser{r, p}, Size: f.size, ModTime: p.now(), Source: Miss}, false, nil
+	return &Blob{Content: &waiterCloser{fillReader: r, p: p}, Size: f.size, Source: Miss}, false, nil
 }
 
-// waiterCloser counts the reader out of the waiting clients on Close.
+// waiterCloser counts the reader out of the waiting clients on Close, once.
 type waiterCloser struct {
 	*fillReader
-	p *Proxy
+	p    *Proxy
+	once sync.Once
 }
 
-func (w waiterCloser) Close() error {
-	w.p.metrics.fillWaiters.Dec()
-	return w.fillReader.Close()
+func (w *waiterCloser) Close() error {
+	w.once.Do(func() {
+		w.p.metrics.fillWaiters.Dec()
+		w.fillReader.f.release()
+	})
+	return nil
 }
 
 // BlobHead answers a HEAD of blob d: its size, from the store, a fill in
@@ -137,10 +156,23 @@ func (p *Proxy) BlobHead(ctx context.Context, registry, repo string, d digest.Di
 		return 0, "", err
 	}
 	repo = up.repoPath(repo)
-	if info, err := p.store.Stat(d); err == nil {
-		return info.Size, Hit, nil
-	} else if !errors.Is(err, cache.ErrNotFound) {
+	if b, err := p.openCached(d); err != nil {
 		return 0, "", err
+	} else if b != nil {
+		b.Content.Close()
+		return b.Size, Hit, nil
+	}
+	p.fills.mu.Lock()
+	f := p.fills.m[d.String()]
+	p.fills.mu.Unlock()
+	if f != nil {
+		select {
+		case <-f.started:
+			if _, _, ferr, _ := f.readable(); ferr == nil && f.size > 0 {
+				return f.size, Miss, nil
+			}
+		default:
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, up.cfg.Timeouts.Request)
 	defer cancel()

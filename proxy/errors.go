@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -37,9 +38,10 @@ const (
 	Reason429             = "429"
 	ReasonAuthUnavailable = "auth-unavailable"
 	ReasonCircuitOpen     = "circuit-open"
+	ReasonBadResponse     = "bad-response" // bytes that do not match their digest, not a manifest, too large
 	ReasonNotFound        = "not-found"
 	ReasonDenied          = "denied"
-	ReasonOther           = "other"
+	ReasonOther           = "other" // any other status, or a local failure before the call
 )
 
 // UpstreamError is a failed upstream call, classified.
@@ -61,16 +63,12 @@ func (e *UpstreamError) Error() string {
 
 func (e *UpstreamError) Unwrap() error { return e.Err }
 
-// Unavailable reports whether the failure means upstream cannot answer now
-// (refused, DNS, TLS, timeout, 5xx, 429, token service down), as opposed to
-// an answer about the content (404, 401, 403). Cached content may be served
-// stale only in the first case.
+// Unavailable reports whether upstream failed to give a usable answer
+// (refused, DNS, TLS, timeout, 5xx, 429, token service down, a bad or
+// unexpected response), as opposed to an answer about the content (404,
+// 401, 403). Cached content may be served stale only in the first case.
 func (e *UpstreamError) Unavailable() bool {
-	switch e.Reason {
-	case ReasonNotFound, ReasonDenied, ReasonOther:
-		return false
-	}
-	return true
+	return e.Reason != ReasonNotFound && e.Reason != ReasonDenied
 }
 
 // statusError classifies a non-2xx answer from the registry itself.
@@ -117,10 +115,12 @@ func classify(registry string, registryCall func(*url.URL) bool, err error) *Ups
 	authCall := false
 	var te *transport.Error
 	var uerr *url.Error
+	ping404 := false
 	switch {
 	case errors.As(err, &te):
 		e.Status = te.StatusCode
 		authCall = te.Request != nil && !registryCall(te.Request.URL)
+		ping404 = te.StatusCode == http.StatusNotFound && te.Request != nil && strings.HasSuffix(te.Request.URL.Path, "/v2/")
 	case errors.As(err, &uerr):
 		if u, perr := url.Parse(uerr.URL); perr == nil {
 			authCall = !registryCall(u)
@@ -131,6 +131,8 @@ func classify(registry string, registryCall func(*url.URL) bool, err error) *Ups
 		e.Reason = ReasonDenied
 	case authCall:
 		e.Reason = ReasonAuthUnavailable
+	case ping404:
+		e.Reason = ReasonBadResponse // no registry API there: says nothing of the content
 	case e.Status == http.StatusNotFound:
 		e.Reason = ReasonNotFound
 	case e.Status == http.StatusTooManyRequests:

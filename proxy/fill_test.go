@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"io"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -34,7 +36,7 @@ func TestUpstreamDiesMidFill(t *testing.T) {
 			var wg sync.WaitGroup
 			for range 4 {
 				wg.Go(func() {
-					b, err := e.p.Blob(t.Context(), testRegistry, "app", d)
+					b, err := e.p.Blob(t.Context(), testRegistry, "app", d, true)
 					if err != nil {
 						return // the fill failed before this client joined
 					}
@@ -68,14 +70,14 @@ func TestLateJoinerReadsFromDiskThenFollows(t *testing.T) {
 	d := digest.Digest(ld.String())
 	e.up.SetMode(upstreamtest.Slow) // ~256 KiB/s: the download takes a while
 
-	first, err := e.p.Blob(t.Context(), testRegistry, "app", d)
+	first, err := e.p.Blob(t.Context(), testRegistry, "app", d, true)
 	require.NoError(t, err)
 	defer first.Content.Close()
 	buf := make([]byte, 64<<10)
 	_, err = io.ReadFull(first.Content, buf)
 	require.NoError(t, err)
 
-	late, err := e.p.Blob(t.Context(), testRegistry, "app", d)
+	late, err := e.p.Blob(t.Context(), testRegistry, "app", d, true)
 	require.NoError(t, err)
 	assert.Equal(t, Miss, late.Source)
 	start := time.Now()
@@ -105,4 +107,27 @@ func TestConcurrentFillsPerRegistryAreBounded(t *testing.T) {
 	assert.Equal(t, 5, e.up.Requests("GET blobs"))
 	assert.Equal(t, 2, e.up.Peak("GET blobs"), "no more than the limit of downloads at once")
 	assert.Equal(t, 5.0, testutil.ToFloat64(e.p.metrics.fills.WithLabelValues(testRegistry, "ok")), "every fill finished")
+}
+
+func TestCloseStopsDownloadsAndKeepsNothingPartial(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	img := upstreamtest.RandomImage(t, 1<<20, 1)
+	e.up.Push(t, "app:v1", img)
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	d := digest.Digest(ld.String())
+	e.up.SetMode(upstreamtest.Slow)
+
+	b, err := e.p.Blob(t.Context(), testRegistry, "app", d, true)
+	require.NoError(t, err)
+	defer b.Content.Close()
+	e.p.Close()
+	_, err = io.ReadAll(b.Content)
+	assert.Error(t, err, "the client's stream is cut")
+	_, err = e.store.Stat(d)
+	assert.ErrorIs(t, err, cache.ErrNotFound)
+	entries, err := os.ReadDir(filepath.Join(e.dir, "ingest"))
+	require.NoError(t, err)
+	assert.Empty(t, entries, "nothing partial is left behind")
 }

@@ -24,7 +24,8 @@ type fills struct {
 // client: it runs on its own context until it finishes, fails, stalls or
 // times out, and any number of readers follow it.
 type fill struct {
-	digest digest.Digest
+	digest         digest.Digest
+	registry, repo string // whose download it is
 
 	mu      sync.Mutex
 	started chan struct{} // closed once size and file are known, or on early failure
@@ -37,8 +38,8 @@ type fill struct {
 	err     error
 }
 
-func newFill(d digest.Digest) *fill {
-	return &fill{digest: d, started: make(chan struct{}), changed: make(chan struct{}), size: -1, refs: 1}
+func newFill(d digest.Digest, registry, repo string) *fill {
+	return &fill{digest: d, registry: registry, repo: repo, started: make(chan struct{}), changed: make(chan struct{}), size: -1, refs: 1}
 }
 
 // start publishes the size and the ingest file to readers.
@@ -162,14 +163,10 @@ func (r *fillReader) Seek(offset int64, whence int) (int64, error) {
 	return offset, nil
 }
 
-func (r *fillReader) Close() error {
-	r.f.release()
-	return nil
-}
-
 // run downloads the blob into the store. It owns its context.
 func (p *Proxy) runFill(f *fill, up *upstream, repo string) {
-	ctx, cancel := context.WithTimeout(context.Background(), p.fillTimeout)
+	defer p.fillsDone.Done()
+	ctx, cancel := context.WithTimeout(p.fillCtx, p.fillTimeout)
 	defer cancel()
 	p.metrics.fillsInProgress.Inc()
 	defer p.metrics.fillsInProgress.Dec()
@@ -222,7 +219,9 @@ func (p *Proxy) download(ctx context.Context, cancel context.CancelFunc, f *fill
 	}
 	f.start(size, rf)
 
-	// The stall limit: no progress for BodyStall cancels the download.
+	// The stall limit: no progress from upstream for BodyStall cancels the
+	// download. The clock runs only while waiting on upstream, not while
+	// writing to the local disk.
 	stall := up.cfg.Timeouts.BodyStall
 	var stalled atomic.Bool
 	timer := time.AfterFunc(stall, func() { stalled.Store(true); cancel() })
@@ -230,8 +229,8 @@ func (p *Proxy) download(ctx context.Context, cancel context.CancelFunc, f *fill
 	buf := make([]byte, 256<<10)
 	for {
 		n, rerr := resp.Body.Read(buf)
+		timer.Stop()
 		if n > 0 {
-			timer.Reset(stall)
 			if p.maxBlob > 0 && w.Written()+int64(n) > p.maxBlob {
 				w.Abort()
 				return fmt.Errorf("blob %s: %w (%d)", f.digest, ErrTooLarge, p.maxBlob)
@@ -249,12 +248,18 @@ func (p *Proxy) download(ctx context.Context, cancel context.CancelFunc, f *fill
 		if rerr != nil {
 			w.Abort()
 			ue := up.classify(rerr)
-			if stalled.Load() {
+			switch {
+			case stalled.Load():
 				ue = &UpstreamError{Registry: up.cfg.Name, Reason: ReasonTimeout, Err: fmt.Errorf("%w: no data for %s: %w", errStalled, stall, rerr)}
+				up.breaker.failure(ue.Reason, 0)
+			case ctx.Err() != nil:
+				// lifeboat's own limit or shutdown, not upstream's fault.
+			default:
+				up.breaker.failure(ue.Reason, 0)
 			}
-			up.breaker.failure(ue.Reason, 0)
 			return ue
 		}
+		timer.Reset(stall)
 	}
 	return w.Commit()
 }

@@ -23,7 +23,7 @@ func startedFill(t *testing.T, size int64) (*fill, func([]byte)) {
 	t.Cleanup(func() { w.Close() })
 	r, err := os.Open(path)
 	require.NoError(t, err)
-	f := newFill(digest.FromString("x"))
+	f := newFill(digest.FromString("x"), testRegistry, "app")
 	f.start(size, r)
 	return f, func(p []byte) {
 		_, err := w.Write(p)
@@ -53,7 +53,7 @@ func TestFillReaderHoldsBackTheLastByteUntilVerified(t *testing.T) {
 	}
 	f.finish(ErrDigestMismatch)
 	assert.ErrorIs(t, <-got, ErrDigestMismatch, "a failed verification fails the reader; the last byte is never sent")
-	require.NoError(t, r.Close())
+	r.f.release()
 }
 
 func TestFillReaderSeeksAndWaitsForRanges(t *testing.T) {
@@ -82,7 +82,7 @@ func TestFillReaderSeeksAndWaitsForRanges(t *testing.T) {
 	rest, err := io.ReadAll(r)
 	require.NoError(t, err)
 	assert.Equal(t, "789", string(rest))
-	require.NoError(t, r.Close())
+	r.f.release()
 }
 
 func TestFillReaderStopsWaitingWhenItsClientLeaves(t *testing.T) {
@@ -94,7 +94,7 @@ func TestFillReaderStopsWaitingWhenItsClientLeaves(t *testing.T) {
 	cancel()
 	_, err := r.Read(make([]byte, 4))
 	assert.True(t, errors.Is(err, ctx.Err()))
-	require.NoError(t, r.Close())
+	r.f.release()
 	f.finish(nil)
 	_, err = f.file.ReadAt(make([]byte, 1), 0)
 	assert.Error(t, err, "the file is closed once the fill and every reader are done")

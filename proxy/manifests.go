@@ -62,28 +62,31 @@ func (p *Proxy) fetchManifest(ctx context.Context, up *upstream, repo, ref strin
 		p.upstreamFailed(up.cfg.Name, repo, "manifest "+ref, err)
 		return nil, err
 	}
+	bad := func(err error) error {
+		return &UpstreamError{Registry: up.cfg.Name, Reason: ReasonBadResponse, Err: err}
+	}
 	if want == "" {
 		want = digest.FromBytes(fm.body)
 		if announced := digest.Digest(fm.digest); announced != "" {
 			if announced.Validate() != nil {
-				return nil, fmt.Errorf("manifest %s: upstream announced invalid digest %q: %w", ref, announced, ErrDigestMismatch)
+				return nil, bad(fmt.Errorf("manifest %s: upstream announced invalid digest %q: %w", ref, announced, ErrDigestMismatch))
 			}
 			want = announced
 		}
 	}
 	if got := want.Algorithm().FromBytes(fm.body); got != want {
 		p.metrics.digestMismatch.WithLabelValues(up.cfg.Name, "manifest").Inc()
-		return nil, fmt.Errorf("manifest %s from %s: bytes hash to %s, expected %s: %w", ref, up.cfg.Name, got, want, ErrDigestMismatch)
+		return nil, bad(fmt.Errorf("manifest %s from %s: bytes hash to %s, expected %s: %w", ref, up.cfg.Name, got, want, ErrDigestMismatch))
 	}
 	refs, mediaType, err := parseManifest(fm.body)
 	if err != nil {
-		return nil, fmt.Errorf("manifest %s from %s: %w", ref, up.cfg.Name, err)
+		return nil, bad(fmt.Errorf("manifest %s from %s: %w", ref, up.cfg.Name, err))
 	}
 	if fm.mediaType == "" || fm.mediaType == "application/json" || fm.mediaType == "text/plain" {
 		fm.mediaType = mediaType
 	}
 	if fm.mediaType == "" {
-		return nil, fmt.Errorf("manifest %s from %s: no media type in header or body", ref, up.cfg.Name)
+		return nil, bad(fmt.Errorf("manifest %s from %s: no media type in header or body", ref, up.cfg.Name))
 	}
 	m := cache.Manifest{Digest: want, MediaType: fm.mediaType, Body: fm.body, Refs: refs}
 	if err := p.store.PutManifest(m); err != nil {
@@ -127,7 +130,7 @@ func (p *Proxy) manifestByTag(ctx context.Context, up *upstream, repo, tag strin
 	now := p.now()
 	cached, err := p.store.GetTag(key)
 	if errors.Is(err, cache.ErrNotFound) {
-		return p.fetchTag(ctx, up, key, Miss)
+		return p.fetchTag(ctx, up, key, up.cfg.Timeouts.Request)
 	}
 	if err != nil {
 		return nil, err
@@ -135,7 +138,7 @@ func (p *Proxy) manifestByTag(ctx context.Context, up *upstream, repo, tag strin
 	m, err := p.store.GetManifest(cached.Digest)
 	if err != nil {
 		// The tag points at a manifest the store no longer has.
-		return p.fetchTag(ctx, up, key, Miss)
+		return p.fetchTag(ctx, up, key, up.cfg.Timeouts.Request)
 	}
 	answer := &Manifest{Digest: m.Digest, MediaType: m.MediaType, Body: m.Body, Source: Hit}
 	if up.cfg.TagTTL > 0 && now.Sub(cached.Confirmed) < up.cfg.TagTTL {
@@ -171,8 +174,9 @@ func (p *Proxy) manifestByTag(ctx context.Context, up *upstream, repo, tag strin
 			return answer, nil
 		}
 	}
-	// The tag moved (or upstream did not say where): fetch it again.
-	fresh, err := p.fetchTag(ctx, up, key, Miss)
+	// The tag moved (or upstream did not say where): fetch it again, within
+	// a revalidation budget of its own, since a cached answer is waiting.
+	fresh, err := p.fetchTag(ctx, up, key, up.cfg.Timeouts.Revalidate)
 	if err != nil {
 		return p.staleOr(ctx, up, key, &Manifest{Digest: m.Digest, MediaType: m.MediaType, Body: m.Body, Source: Hit}, cached.Confirmed, err)
 	}
@@ -201,8 +205,8 @@ func (p *Proxy) staleOr(ctx context.Context, up *upstream, key cache.TagKey, cac
 }
 
 // fetchTag GETs a tag from upstream, stores manifest and tag, and answers.
-func (p *Proxy) fetchTag(ctx context.Context, up *upstream, key cache.TagKey, src Source) (*Manifest, error) {
-	ctx, cancel := context.WithTimeout(ctx, up.cfg.Timeouts.Request)
+func (p *Proxy) fetchTag(ctx context.Context, up *upstream, key cache.TagKey, budget time.Duration) (*Manifest, error) {
+	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	m, err := p.fetchManifest(ctx, up, key.Repo, key.Tag, "")
 	if err != nil {
@@ -211,6 +215,6 @@ func (p *Proxy) fetchTag(ctx context.Context, up *upstream, key cache.TagKey, sr
 	if err := p.store.PutTag(key, cache.Tag{Digest: m.Digest, MediaType: m.MediaType, Confirmed: p.now()}); err != nil {
 		return nil, err
 	}
-	m.Source = src
+	m.Source = Miss
 	return m, nil
 }

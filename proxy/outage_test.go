@@ -108,7 +108,7 @@ func TestEveryOutageServesCachedContent(t *testing.T) {
 			_, merr := e.p.Manifest(t.Context(), testRegistry, "app", ud.String())
 			layers, _ := uncached.Layers()
 			ld, _ := layers[0].Digest()
-			b, berr := e.p.Blob(t.Context(), testRegistry, "app", digest.Digest(ld.String()))
+			b, berr := e.p.Blob(t.Context(), testRegistry, "app", digest.Digest(ld.String()), true)
 			if berr == nil {
 				// Headers came, then the body stalled or crawls: the
 				// stream must end in an error or the right bytes.
@@ -245,4 +245,51 @@ func TestRateLimitRemainingIsRecorded(t *testing.T) {
 	_, err := e.p.Manifest(t.Context(), testRegistry, "app", "v1")
 	require.NoError(t, err)
 	assert.Equal(t, 42.0, testutil.ToFloat64(e.p.metrics.rateLimit.WithLabelValues(testRegistry)))
+}
+
+// odd answers a HEAD of manifests with 405 and a GET with an HTML page.
+func oddUpstream(t *testing.T) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/v2/":
+			w.WriteHeader(http.StatusOK)
+		case r.Method == http.MethodHead && strings.Contains(r.URL.Path, "/manifests/v405"):
+			w.WriteHeader(http.StatusMethodNotAllowed)
+		case r.Method == http.MethodHead:
+			w.WriteHeader(http.StatusOK) // no digest: the tag must be fetched
+		default:
+			w.Header().Set("Content-Type", "text/html")
+			_, _ = w.Write([]byte("<html>captive portal</html>"))
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestOddUpstreamAnswersServeStale(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	img := upstreamtest.RandomImage(t, 512, 1)
+	e.up.Push(t, "app:v405", img)
+	e.up.Push(t, "app:html", img)
+	pullAll(t, e.p, img, "v405")
+	pullAll(t, e.p, img, "html")
+	e.reopenAt(t, oddUpstream(t).URL, BreakerConfig{Failures: 100})
+
+	for _, tag := range []string{"v405", "html"} {
+		m, err := e.p.Manifest(t.Context(), testRegistry, "app", tag)
+		require.NoError(t, err, tag)
+		assert.Equal(t, Stale, m.Source, "%s: an unusable answer is no reason to fail a cached tag", tag)
+	}
+	_, err := e.p.Manifest(t.Context(), testRegistry, "app", "not-cached")
+	var ue *UpstreamError
+	require.ErrorAs(t, err, &ue)
+	assert.Equal(t, ReasonBadResponse, ue.Reason)
+
+	// A "registry" whose /v2/ is 404 is not telling us a tag is gone.
+	e.reopenAt(t, httptest.NewServer(http.NotFoundHandler()).URL, BreakerConfig{Failures: 100})
+	m, err := e.p.Manifest(t.Context(), testRegistry, "app", "v405")
+	require.NoError(t, err)
+	assert.Equal(t, Stale, m.Source)
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -64,6 +65,12 @@ type Proxy struct {
 	now           func() time.Time
 	fills         fills
 	revalidations revalidations
+
+	// fillCtx is the parent of every download; Close cancels it and waits
+	// for them.
+	fillCtx   context.Context
+	stopFills context.CancelFunc
+	fillsDone sync.WaitGroup
 }
 
 // New builds a Proxy over an open store.
@@ -87,7 +94,9 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 		opts.DefaultRegistry = opts.Upstreams[0].Name
 	}
 	m := newMetrics(opts.Registerer)
+	fillCtx, stopFills := context.WithCancel(context.Background())
 	p := &Proxy{
+		fillCtx: fillCtx, stopFills: stopFills,
 		store: store, upstreams: make(map[string]*upstream), defaultName: opts.DefaultRegistry,
 		maxBlob: opts.MaxBlobSize, fillTimeout: opts.FillTimeout,
 		log: opts.Logger, metrics: m, now: opts.Now,
@@ -119,6 +128,13 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 		return nil, fmt.Errorf("default registry %s is not among the upstreams", p.defaultName)
 	}
 	return p, nil
+}
+
+// Close stops the downloads in progress (their clients' streams are cut and
+// nothing partial is kept) and waits for them, so the store can be closed.
+func (p *Proxy) Close() {
+	p.stopFills()
+	p.fillsDone.Wait()
 }
 
 // Registry resolves a client's ns= value to a mirrored registry name. An

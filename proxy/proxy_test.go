@@ -60,7 +60,7 @@ func (e *env) restart(t *testing.T) {
 
 func readBlob(t *testing.T, p *Proxy, d v1.Hash) ([]byte, Source) {
 	t.Helper()
-	b, err := p.Blob(t.Context(), testRegistry, "app", digest.Digest(d.String()))
+	b, err := p.Blob(t.Context(), testRegistry, "app", digest.Digest(d.String()), true)
 	require.NoError(t, err)
 	defer b.Content.Close()
 	body, err := io.ReadAll(b.Content)
@@ -227,7 +227,7 @@ func TestCorruptUpstreamStoresNothing(t *testing.T) {
 	ld, _ := layers[0].Digest()
 	size, err := layers[0].Size()
 	require.NoError(t, err)
-	b, err := e.p.Blob(t.Context(), testRegistry, "app", digest.Digest(ld.String()))
+	b, err := e.p.Blob(t.Context(), testRegistry, "app", digest.Digest(ld.String()), true)
 	if err == nil {
 		// The stream started before the digest could be checked: it must
 		// fail short of the whole body.
@@ -274,7 +274,7 @@ func TestFillOutlivesItsClient(t *testing.T) {
 	d := digest.Digest(ld.String())
 
 	ctx, cancel := context.WithCancel(t.Context())
-	b, err := e.p.Blob(ctx, testRegistry, "app", d)
+	b, err := e.p.Blob(ctx, testRegistry, "app", d, true)
 	require.NoError(t, err)
 	cancel()
 	_, err = io.ReadAll(b.Content)

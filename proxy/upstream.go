@@ -342,7 +342,7 @@ func (u *upstream) getManifest(ctx context.Context, repo, ref string) (fetchedMa
 		return fetchedManifest{}, u.classify(err)
 	}
 	if len(body) > maxManifestSize {
-		return fetchedManifest{}, fmt.Errorf("manifest %s/%s:%s: %w (%d bytes)", u.cfg.Name, repo, ref, ErrTooLarge, maxManifestSize)
+		return fetchedManifest{}, &UpstreamError{Registry: u.cfg.Name, Reason: ReasonBadResponse, Err: fmt.Errorf("manifest %s/%s:%s: %w (%d bytes)", u.cfg.Name, repo, ref, ErrTooLarge, maxManifestSize)}
 	}
 	mt, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
 	return fetchedManifest{body: body, mediaType: strings.TrimSpace(mt), digest: resp.Header.Get("Docker-Content-Digest")}, nil

@@ -67,12 +67,12 @@ func toAPIError(k kind, err error) apiError {
 			return apiError{http.StatusUnauthorized, codeUnauthorized, fmt.Sprintf("upstream %s refused lifeboat's credentials; pull from it directly", ue.Registry)}
 		case ue.Reason == proxy.ReasonDenied:
 			return apiError{http.StatusForbidden, codeDenied, fmt.Sprintf("upstream %s denied access; pull from it directly", ue.Registry)}
+		case ue.Reason == proxy.ReasonBadResponse:
+			return apiError{http.StatusBadGateway, codeUnknown, ue.Error()}
 		case ue.Unavailable():
 			// Never 429: containerd retries a 429 on the same host, where a
 			// 503 sends it to its next host at once.
 			return apiError{http.StatusServiceUnavailable, codeUnavailable, fmt.Sprintf("upstream %s unavailable (%s) and the content is not cached", ue.Registry, ue.Reason)}
-		default:
-			return apiError{http.StatusBadGateway, codeUnknown, ue.Error()}
 		}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return apiError{http.StatusServiceUnavailable, codeUnavailable, err.Error()}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"time"
@@ -94,6 +95,9 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) outcome {
 	if err == nil && rt.kind == kindUnsupport {
 		err = errUnsupported
 	}
+	if err == nil && rt.kind == kindReferrers {
+		err = errNotFound
+	}
 	if err == nil && rt.kind != kindBase {
 		o.registry, err = h.p.Registry(r.URL.Query().Get("ns"))
 	}
@@ -153,7 +157,7 @@ func (h *handler) blob(w http.ResponseWriter, r *http.Request, registry string, 
 		w.WriteHeader(http.StatusOK)
 		return src, nil
 	}
-	b, err := h.p.Blob(r.Context(), registry, rt.name, d)
+	b, err := h.p.Blob(r.Context(), registry, rt.name, d, r.Header.Get("Range") == "")
 	if err != nil {
 		return "", err
 	}
@@ -161,9 +165,32 @@ func (h *handler) blob(w http.ResponseWriter, r *http.Request, registry string, 
 	hdr.Set(CacheHeader, string(b.Source))
 	// ServeContent answers Range and If-None-Match, and sends a cached file
 	// with sendfile. A download in progress that fails is cut short of its
-	// Content-Length, so the client sees the failure.
-	http.ServeContent(w, r, "", b.ModTime, b.Content)
+	// Content-Length, so the client sees the failure; so does the log.
+	if f, ok := b.Content.(*os.File); ok {
+		// A cached file, passed as itself so the copy can use sendfile.
+		http.ServeContent(w, r, "", b.ModTime, f)
+		return b.Source, nil
+	}
+	content := &readErr{ReadSeeker: b.Content}
+	http.ServeContent(w, r, "", b.ModTime, content)
+	if content.err != nil {
+		return b.Source, fmt.Errorf("stream cut short: %w", content.err)
+	}
 	return b.Source, nil
+}
+
+// readErr remembers the first read error other than EOF.
+type readErr struct {
+	io.ReadSeeker
+	err error
+}
+
+func (r *readErr) Read(p []byte) (int, error) {
+	n, err := r.ReadSeeker.Read(p)
+	if err != nil && err != io.EOF && r.err == nil {
+		r.err = err
+	}
+	return n, err
 }
 
 var errPaginationN = errors.New("invalid n: must be a non-negative integer")

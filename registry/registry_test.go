@@ -302,3 +302,24 @@ func TestCorruptUpstreamIsRefused(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, validate.Image(got), "nothing corrupt was stored")
 }
+
+func TestRangeOfACorruptDownloadIsNeverServed(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	img := upstreamtest.RandomImage(t, 1<<20, 1)
+	s.up.Push(t, "app:v1", img)
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	s.up.SetMode(upstreamtest.CorruptBodies)
+
+	resp, body := do(t, "GET", s.srv.URL+"/v2/app/blobs/"+ld.String(), http.Header{"Range": {"bytes=0-99"}})
+	assert.Equal(t, http.StatusBadGateway, resp.StatusCode, "a range is served only from a verified blob")
+	assert.Contains(t, string(body), "DIGEST_INVALID")
+}
+
+func TestReferrersAreNotFound(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	resp, _ := do(t, "GET", s.srv.URL+"/v2/app/referrers/sha256:"+strings.Repeat("a", 64), nil)
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "OCI 1.1 clients fall back to the tag schema on 404")
+}

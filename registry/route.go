@@ -18,7 +18,8 @@ const (
 	kindManifest  kind = "manifest"
 	kindBlob      kind = "blob"
 	kindTags      kind = "tags"
-	kindUnsupport kind = "unsupported" // catalog, uploads, referrers: not served by a pull-through cache
+	kindUnsupport kind = "unsupported" // catalog, uploads: not served by a pull-through cache
+	kindReferrers kind = "referrers"   // not served: 404, so clients fall back to the tag schema (OCI 1.1)
 )
 
 // route is a request path parsed once into what it names.
@@ -63,7 +64,7 @@ func parsePath(p string) (route, error) {
 		r = route{kind: kindBlob, name: rest[:i], ref: rest[i+len("/blobs/"):]}
 	case strings.Contains(rest, "/referrers/"):
 		i := strings.LastIndex(rest, "/referrers/")
-		r = route{kind: kindUnsupport, name: rest[:i]}
+		r = route{kind: kindReferrers, name: rest[:i]}
 	default:
 		return route{}, errNotFound
 	}

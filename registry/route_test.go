@@ -28,7 +28,7 @@ func TestParsePath(t *testing.T) {
 		{path: "/v2/_catalog", want: route{kind: kindUnsupport}},
 		{path: "/v2/library/alpine/blobs/uploads/", want: route{kind: kindUnsupport, name: "library/alpine"}},
 		{path: "/v2/library/alpine/blobs/uploads/abc", want: route{kind: kindUnsupport, name: "library/alpine"}},
-		{path: "/v2/library/alpine/referrers/" + dgst, want: route{kind: kindUnsupport, name: "library/alpine"}},
+		{path: "/v2/library/alpine/referrers/" + dgst, want: route{kind: kindReferrers, name: "library/alpine"}},
 
 		{path: "/v2/../etc/manifests/latest", wantErr: errNameInvalid},
 		{path: "/v2/a/../b/manifests/latest", wantErr: errNameInvalid},

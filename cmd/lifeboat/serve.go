@@ -68,6 +68,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer p.Close() // stop downloads before the store closes (defers run last-first)
 	api := registry.New(p, registry.Options{Logger: log, Registerer: reg})
 
 	apiLn, err := net.Listen("tcp", cfg.Listen)
