@@ -25,8 +25,9 @@ lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
 	$(GO) vet ./...
 
-bench: ## go test benchmarks of the hot paths
+bench: ## hot-path benchmarks, then the whole-process benchmark (BLOB_MIB=256)
 	$(GO) test -run '^$$' -bench . -benchmem ./cache/... ./proxy/... ./registry/...
+	LIFEBOAT_BENCH_BLOB_MIB=$(or $(BLOB_MIB),256) $(GO) test -run '^$$' -bench WholeProcess -benchtime 1x -timeout 20m ./integration/
 
 clean: ## remove build output
 	rm -rf bin

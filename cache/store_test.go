@@ -19,7 +19,7 @@ func openStore(t *testing.T, dir string) *Store {
 	return s
 }
 
-func ingest(t *testing.T, s *Store, body []byte) digest.Digest {
+func ingest(t testing.TB, s *Store, body []byte) digest.Digest {
 	t.Helper()
 	d := digest.FromBytes(body)
 	w, err := s.NewIngest(d, int64(len(body)))

@@ -83,7 +83,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -93,7 +93,7 @@ func freeAddr(t *testing.T) string {
 
 // startLifeboat runs the binary on dataDir with the given extra flags and
 // waits until it is ready. It is stopped when the test ends.
-func startLifeboat(t *testing.T, dataDir string, args ...string) *lifeboat {
+func startLifeboat(t testing.TB, dataDir string, args ...string) *lifeboat {
 	t.Helper()
 	addr, maddr := freeAddr(t), freeAddr(t)
 	lb := &lifeboat{
@@ -132,7 +132,7 @@ func startLifeboat(t *testing.T, dataDir string, args ...string) *lifeboat {
 }
 
 // Stop sends SIGTERM and waits for a clean exit.
-func (lb *lifeboat) Stop(t *testing.T) {
+func (lb *lifeboat) Stop(t testing.TB) {
 	t.Helper()
 	if lb.cmd.ProcessState != nil {
 		return
