@@ -348,4 +348,3 @@ func nproc() int {
 	n, _ := strconv.Atoi(strings.TrimSpace(string(out)))
 	return n
 }
-
