@@ -28,10 +28,11 @@ func (s *Store) FlushAccess() error {
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := bucket(tx, bucketAccess)
-		var buf [8]byte
 		for d, t := range batch {
-			binary.BigEndian.PutUint64(buf[:], uint64(t.UnixNano()))
-			if err := b.Put([]byte(d.String()), buf[:]); err != nil {
+			// A value of its own for each Put: bbolt keeps the slice until
+			// the transaction commits.
+			v := binary.BigEndian.AppendUint64(nil, uint64(t.UnixNano()))
+			if err := b.Put([]byte(d.String()), v); err != nil {
 				return err
 			}
 		}

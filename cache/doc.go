@@ -15,7 +15,8 @@
 //	├── manifests   <digest>           → manifestRecord {mediaType, refs}
 //	├── tags        <registry>/<repo>:<tag> → tagRecord {digest, mediaType, confirmed}
 //	├── taglists    <registry>/<repo>  → tagListRecord {tags, fetched}
-//	└── access      <digest>           → last access, unix nanoseconds (8 bytes, big endian)
+//	├── access      <digest>           → last access, unix nanoseconds (8 bytes, big endian)
+//	└── pins        <source> <ref>     → Pin {ref, digest, source, pinned}
 //
 // A blob becomes visible only after its bytes were hashed and matched the
 // digest, the file was fsynced and renamed into place, and its row was written

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -62,4 +63,38 @@ func (s *Store) GetManifest(d digest.Digest) (Manifest, error) {
 	}
 	s.Touch(d)
 	return Manifest{Digest: d, MediaType: rec.MediaType, Body: bytes.Clone(body), Refs: rec.Refs}, nil
+}
+
+// ParseManifest returns the digests a manifest or index refers to (config,
+// layers, child manifests, blobs) and the media type it declares.
+func ParseManifest(body []byte) ([]digest.Digest, string, error) {
+	type descriptor struct {
+		Digest digest.Digest `json:"digest"`
+	}
+	var m struct {
+		SchemaVersion int          `json:"schemaVersion"`
+		MediaType     string       `json:"mediaType"`
+		Config        *descriptor  `json:"config"`
+		Layers        []descriptor `json:"layers"`
+		Manifests     []descriptor `json:"manifests"`
+		Blobs         []descriptor `json:"blobs"`
+	}
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, "", fmt.Errorf("not a manifest: %w", err)
+	}
+	if m.SchemaVersion != 2 {
+		return nil, "", fmt.Errorf("not a manifest: schemaVersion %d", m.SchemaVersion)
+	}
+	var refs []digest.Digest
+	all := append(append(append([]descriptor{}, m.Layers...), m.Manifests...), m.Blobs...)
+	if m.Config != nil {
+		all = append(all, *m.Config)
+	}
+	for _, d := range all {
+		if d.Digest.Validate() != nil {
+			return nil, "", fmt.Errorf("invalid digest %q in manifest", d.Digest)
+		}
+		refs = append(refs, d.Digest)
+	}
+	return refs, m.MediaType, nil
 }

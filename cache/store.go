@@ -31,8 +31,9 @@ var (
 	bucketTags      = []byte("tags")
 	bucketTagLists  = []byte("taglists")
 	bucketAccess    = []byte("access")
+	bucketPins      = []byte("pins")
 
-	allBuckets = [][]byte{bucketBlobs, bucketManifests, bucketTags, bucketTagLists, bucketAccess}
+	allBuckets = [][]byte{bucketBlobs, bucketManifests, bucketTags, bucketTagLists, bucketAccess, bucketPins}
 )
 
 // Options tune a Store. The zero value is usable.
@@ -52,7 +53,55 @@ type Store struct {
 
 	mu     sync.Mutex
 	access map[digest.Digest]time.Time // not yet flushed to bbolt
+
+	rebuiltFrom string // a corrupt index moved aside at Open, if any
 }
+
+// maxManifestBytes bounds what is read to recognise an adopted manifest.
+const maxManifestBytes = 4 << 20
+
+// errCorrupt marks an index bbolt cannot read.
+var errCorrupt = errors.New("index is corrupt")
+
+// openIndex opens bbolt and checks every page of it; a file bbolt cannot
+// read (or that makes it panic) is reported as errCorrupt.
+func openIndex(path string, lockTimeout time.Duration) (db *bolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if db != nil {
+				_ = db.Close()
+			}
+			db, err = nil, fmt.Errorf("%w: %v", errCorrupt, r)
+		}
+	}()
+	db, err = bolt.Open(path, 0o644, &bolt.Options{Timeout: lockTimeout})
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return nil, ErrLocked
+	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum),
+		errors.Is(err, bolterrors.ErrVersionMismatch), errors.Is(err, bolterrors.ErrInvalidMapping):
+		return nil, fmt.Errorf("%w: %w", errCorrupt, err)
+	case err != nil:
+		return nil, err
+	}
+	var problems []error
+	_ = db.View(func(tx *bolt.Tx) error {
+		for e := range tx.Check() {
+			problems = append(problems, e)
+		}
+		return nil
+	})
+	if len(problems) > 0 {
+		_ = db.Close()
+		return nil, fmt.Errorf("%w: %w", errCorrupt, errors.Join(problems...))
+	}
+	return db, nil
+}
+
+// RebuiltFrom names the corrupt index Open moved aside and rebuilt from the
+// blob files ("" when the index was sound). Tags and tag lists are lost in a
+// rebuild; blobs and manifests are re-hashed and kept.
+func (s *Store) RebuiltFrom() string { return s.rebuiltFrom }
 
 // Open opens (creating if needed) the store in dir, removes leftovers of
 // downloads interrupted by a crash and drops index rows whose file is gone.
@@ -69,14 +118,24 @@ func Open(dir string, opts Options) (*Store, error) {
 		}
 	}
 	dbPath := filepath.Join(dir, "index.db")
-	db, err := bolt.Open(dbPath, 0o644, &bolt.Options{Timeout: opts.LockTimeout})
-	if errors.Is(err, bolterrors.ErrTimeout) {
+	db, err := openIndex(dbPath, opts.LockTimeout)
+	if errors.Is(err, ErrLocked) {
 		return nil, fmt.Errorf("open %s: %w (waited %s for its lock)", dbPath, ErrLocked, opts.LockTimeout)
+	}
+	movedAside := ""
+	if errors.Is(err, errCorrupt) {
+		// Do not crash-loop on a corrupt index: move it aside and rebuild
+		// from the blob files, which reconcile re-hashes and adopts.
+		movedAside = fmt.Sprintf("%s.corrupt-%d", dbPath, opts.Now().Unix())
+		if rerr := os.Rename(dbPath, movedAside); rerr != nil {
+			return nil, fmt.Errorf("move corrupt index aside: %w (after: %w)", rerr, err)
+		}
+		db, err = openIndex(dbPath, opts.LockTimeout)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open index %s: %w", dbPath, err)
 	}
-	s := &Store{dir: dir, db: db, now: opts.Now, access: make(map[digest.Digest]time.Time)}
+	s := &Store{dir: dir, db: db, now: opts.Now, access: make(map[digest.Digest]time.Time), rebuiltFrom: movedAside}
 	if err := s.init(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -146,6 +205,7 @@ func (s *Store) reconcile() error {
 	}
 	var drop []string
 	adopt := map[string]int64{}
+	adoptedManifests := map[string]manifestRecord{}
 	root := filepath.Join(s.dir, "blobs")
 	err = filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
 		if err != nil || e.IsDir() {
@@ -176,6 +236,14 @@ func (s *Store) reconcile() error {
 			return os.Remove(path)
 		}
 		adopt[d.String()] = fi.Size()
+		if fi.Size() <= maxManifestBytes {
+			// A manifest keeps its row (media type, references) too.
+			if body, err := os.ReadFile(path); err == nil {
+				if refs, mt, err := ParseManifest(body); err == nil && mt != "" {
+					adoptedManifests[d.String()] = manifestRecord{MediaType: mt, Refs: refs}
+				}
+			}
+		}
 		return nil
 	})
 	if err != nil {
@@ -199,6 +267,11 @@ func (s *Store) reconcile() error {
 		for k, size := range adopt {
 			if err := putJSON(tx, bucketBlobs, k, blobRecord{Size: size, Stored: now}); err != nil {
 				return err
+			}
+			if m, ok := adoptedManifests[k]; ok {
+				if err := putJSON(tx, bucketManifests, k, m); err != nil {
+					return err
+				}
 			}
 		}
 		return nil

@@ -197,3 +197,26 @@ func TestOpenBlobForgetsADamagedFile(t *testing.T) {
 	_, err = s.Stat(d)
 	assert.ErrorIs(t, err, ErrNotFound, "and it is forgotten so it is fetched again")
 }
+
+func TestCorruptIndexIsRebuiltFromBlobFiles(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	require.NoError(t, err)
+	layer := ingest(t, s, []byte("layer bytes"))
+	body := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"` + string(layer) + `"},"layers":[]}`)
+	m := Manifest{Digest: digest.FromBytes(body), MediaType: "application/vnd.oci.image.manifest.v1+json", Body: body, Refs: []digest.Digest{layer}}
+	require.NoError(t, s.PutManifest(m))
+	require.NoError(t, s.Close())
+
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "index.db"), []byte("this is not a bbolt file, it is garbage left by a bad disk"), 0o644))
+	s = openStore(t, dir)
+	assert.NotEmpty(t, s.RebuiltFrom(), "the corrupt index was moved aside")
+	assert.FileExists(t, s.RebuiltFrom())
+	_, err = s.Stat(layer)
+	assert.NoError(t, err, "blobs are adopted after a re-hash")
+	got, err := s.GetManifest(m.Digest)
+	require.NoError(t, err, "manifests keep their media type and references")
+	assert.Equal(t, m.MediaType, got.MediaType)
+	assert.Equal(t, m.Refs, got.Refs)
+}

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -78,7 +77,7 @@ func (p *Proxy) fetchManifest(ctx context.Context, up *upstream, repo, ref strin
 		p.metrics.digestMismatch.WithLabelValues(up.cfg.Name, "manifest").Inc()
 		return nil, bad(fmt.Errorf("manifest %s from %s: bytes hash to %s, expected %s: %w", ref, up.cfg.Name, got, want, ErrDigestMismatch))
 	}
-	refs, mediaType, err := parseManifest(fm.body)
+	refs, mediaType, err := cache.ParseManifest(fm.body)
 	if err != nil {
 		return nil, bad(fmt.Errorf("manifest %s from %s: %w", ref, up.cfg.Name, err))
 	}
@@ -93,36 +92,6 @@ func (p *Proxy) fetchManifest(ctx context.Context, up *upstream, repo, ref strin
 		return nil, fmt.Errorf("store manifest %s: %w", want, err)
 	}
 	return &Manifest{Digest: want, MediaType: fm.mediaType, Body: fm.body}, nil
-}
-
-// parseManifest returns the digests a manifest or index refers to and the
-// media type it declares.
-func parseManifest(body []byte) ([]digest.Digest, string, error) {
-	type descriptor struct {
-		Digest digest.Digest `json:"digest"`
-	}
-	var m struct {
-		MediaType string       `json:"mediaType"`
-		Config    *descriptor  `json:"config"`
-		Layers    []descriptor `json:"layers"`
-		Manifests []descriptor `json:"manifests"`
-		Blobs     []descriptor `json:"blobs"`
-	}
-	if err := json.Unmarshal(body, &m); err != nil {
-		return nil, "", fmt.Errorf("not a manifest: %w", err)
-	}
-	var refs []digest.Digest
-	all := append(append(append([]descriptor{}, m.Layers...), m.Manifests...), m.Blobs...)
-	if m.Config != nil {
-		all = append(all, *m.Config)
-	}
-	for _, d := range all {
-		if d.Digest.Validate() != nil {
-			return nil, "", fmt.Errorf("invalid digest %q in manifest", d.Digest)
-		}
-		refs = append(refs, d.Digest)
-	}
-	return refs, m.MediaType, nil
 }
 
 func (p *Proxy) manifestByTag(ctx context.Context, up *upstream, repo, tag string) (*Manifest, error) {

@@ -1,0 +1,209 @@
+package cache
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	bolt "go.etcd.io/bbolt"
+)
+
+// EvictOptions say when and how far to evict. The zero value evicts nothing.
+type EvictOptions struct {
+	// MaxSize is the cap on the bytes the store holds; 0: no cap.
+	MaxSize int64
+	// MinFree is how many bytes must stay free on the data directory's
+	// filesystem; 0: no floor.
+	MinFree int64
+	// KeepAccessedAfter: nothing accessed after this is evicted (content
+	// in use, and during an outage, everything recently pulled).
+	KeepAccessedAfter time.Time
+	// DryRun reports what would be evicted without removing anything.
+	DryRun bool
+}
+
+// Once a limit is crossed, eviction goes on to leave this much headroom, so
+// that it does not run again at the next blob.
+const (
+	lowWater   = 0.90 // of MaxSize
+	freeMargin = 1.10 // of MinFree
+)
+
+// Evicted is one removed blob.
+type Evicted struct {
+	Digest digest.Digest
+	Size   int64
+	// Reason is "orphan" (no manifest refers to it) or "lru" (part of
+	// the least recently used image).
+	Reason string
+}
+
+// EvictReport says what an eviction pass did (or, dry, would do).
+type EvictReport struct {
+	SizeBefore, SizeAfter int64
+	FreeBefore            int64 // -1 when unknown
+	Needed                int64 // bytes the limits asked to free
+	Removed               []Evicted
+	Tags                  []string // tag rows removed with their images
+	Duration              time.Duration
+}
+
+// Freed is the bytes removed.
+func (r EvictReport) Freed() int64 { return r.SizeBefore - r.SizeAfter }
+
+// FreeDisk is the free bytes on the data directory's filesystem (for an
+// unprivileged user).
+func (s *Store) FreeDisk() (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(s.dir, &st); err != nil {
+		return -1, fmt.Errorf("statfs %s: %w", s.dir, err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}
+
+// Evict removes least recently used content until the store is back under
+// its limits: orphan blobs first, then whole images (a manifest or index
+// with everything only it refers to; a blob two images share stays while
+// either does). Pinned images and anything accessed after
+// opts.KeepAccessedAfter are never evicted. Readers of an evicted file keep
+// reading it: the space is freed when they close it.
+func (s *Store) Evict(opts EvictOptions) (EvictReport, error) {
+	start := time.Now()
+	g, err := s.snapshot()
+	if err != nil {
+		return EvictReport{}, err
+	}
+	var r EvictReport
+	for _, n := range g.size {
+		r.SizeBefore += n
+	}
+	r.FreeBefore = -1
+	if free, err := s.FreeDisk(); err == nil {
+		r.FreeBefore = free
+	}
+	if opts.MaxSize > 0 && r.SizeBefore > opts.MaxSize {
+		r.Needed = r.SizeBefore - int64(lowWater*float64(opts.MaxSize))
+	}
+	if opts.MinFree > 0 && r.FreeBefore >= 0 && r.FreeBefore < opts.MinFree {
+		r.Needed = max(r.Needed, int64(freeMargin*float64(opts.MinFree))-r.FreeBefore)
+	}
+	r.SizeAfter = r.SizeBefore
+	if r.Needed <= 0 {
+		r.Duration = time.Since(start)
+		return r, nil
+	}
+
+	pinned := g.pinnedSet()
+	keep := func(d digest.Digest) bool {
+		return pinned[d] || g.access[d].After(opts.KeepAccessedAfter)
+	}
+	removed := map[digest.Digest]bool{}
+	freed := int64(0)
+	remove := func(d digest.Digest, reason string) {
+		removed[d] = true
+		freed += g.size[d]
+		r.Removed = append(r.Removed, Evicted{Digest: d, Size: g.size[d], Reason: reason})
+	}
+
+	// Orphans first, oldest first.
+	var orphans []digest.Digest
+	for d := range g.size {
+		if _, isManifest := g.refs[d]; !isManifest && g.parents[d] == 0 && !keep(d) {
+			orphans = append(orphans, d)
+		}
+	}
+	slices.SortFunc(orphans, func(a, b digest.Digest) int { return g.access[a].Compare(g.access[b]) })
+	for _, d := range orphans {
+		if freed >= r.Needed {
+			break
+		}
+		remove(d, "orphan")
+	}
+
+	// Then whole images, least recently used first.
+	type image struct {
+		root   digest.Digest
+		access time.Time
+	}
+	var images []image
+	for _, root := range g.roots() {
+		members := g.closure(root)
+		if slices.ContainsFunc(members, keep) {
+			continue
+		}
+		images = append(images, image{root, g.lastAccess(members)})
+	}
+	slices.SortFunc(images, func(a, b image) int { return a.access.Compare(b.access) })
+	refcount := g.parents
+	var drop func(d digest.Digest)
+	drop = func(d digest.Digest) {
+		if removed[d] || pinned[d] {
+			return
+		}
+		if _, stored := g.size[d]; stored {
+			remove(d, "lru")
+		}
+		for _, ref := range g.refs[d] {
+			refcount[ref]--
+			if refcount[ref] <= 0 {
+				drop(ref)
+			}
+		}
+	}
+	for _, img := range images {
+		if freed >= r.Needed {
+			break
+		}
+		drop(img.root)
+	}
+	for d := range removed {
+		r.Tags = append(r.Tags, g.tags[d]...)
+	}
+	slices.Sort(r.Tags)
+	r.SizeAfter = r.SizeBefore - freed
+	if !opts.DryRun && len(removed) > 0 {
+		if err := s.remove(removed, r.Tags); err != nil {
+			return r, err
+		}
+	}
+	r.Duration = time.Since(start)
+	return r, nil
+}
+
+// remove deletes rows, then files: a reader finds either both or no row,
+// and a crash in between leaves files without rows, which Open adopts or
+// removes.
+func (s *Store) remove(blobs map[digest.Digest]bool, tags []string) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for d := range blobs {
+			for _, b := range [][]byte{bucketBlobs, bucketManifests, bucketAccess} {
+				if err := bucket(tx, b).Delete([]byte(d.String())); err != nil {
+					return err
+				}
+			}
+		}
+		for _, t := range tags {
+			if err := bucket(tx, bucketTags).Delete([]byte(t)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("evict: %w", err)
+	}
+	s.mu.Lock()
+	for d := range blobs {
+		delete(s.access, d)
+	}
+	s.mu.Unlock()
+	for d := range blobs {
+		if err := os.Remove(s.blobPath(d)); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("evict: %w", err)
+		}
+	}
+	return nil
+}
