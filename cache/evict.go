@@ -18,6 +18,9 @@ type EvictOptions struct {
 	// MinFree is how many bytes must stay free on the data directory's
 	// filesystem; 0: no floor.
 	MinFree int64
+	// MinFreeFraction is the same floor as a fraction of the filesystem's
+	// size (0.1 = 10%); the larger of the two applies.
+	MinFreeFraction float64
 	// KeepAccessedAfter: nothing accessed after this is evicted (content
 	// in use, and during an outage, everything recently pulled).
 	KeepAccessedAfter time.Time
@@ -34,17 +37,20 @@ const (
 
 // Evicted is one removed blob.
 type Evicted struct {
-	Digest digest.Digest
-	Size   int64
+	Digest digest.Digest `json:"digest"`
+	Size   int64         `json:"size"`
 	// Reason is "orphan" (no manifest refers to it) or "lru" (part of
 	// the least recently used image).
-	Reason string
+	Reason string `json:"reason"`
 }
 
 // EvictReport says what an eviction pass did (or, dry, would do).
 type EvictReport struct {
 	SizeBefore, SizeAfter int64
+	ObjectsAfter          int64
+	PinnedBytes           int64
 	FreeBefore            int64 // -1 when unknown
+	DiskSize              int64 // the filesystem's size, -1 when unknown
 	Needed                int64 // bytes the limits asked to free
 	Removed               []Evicted
 	Tags                  []string // tag rows removed with their images
@@ -54,14 +60,14 @@ type EvictReport struct {
 // Freed is the bytes removed.
 func (r EvictReport) Freed() int64 { return r.SizeBefore - r.SizeAfter }
 
-// FreeDisk is the free bytes on the data directory's filesystem (for an
-// unprivileged user).
-func (s *Store) FreeDisk() (int64, error) {
+// DiskSpace is the free bytes (for an unprivileged user) and the size of
+// the data directory's filesystem.
+func (s *Store) DiskSpace() (free, size int64, err error) {
 	var st syscall.Statfs_t
 	if err := syscall.Statfs(s.dir, &st); err != nil {
-		return -1, fmt.Errorf("statfs %s: %w", s.dir, err)
+		return -1, -1, fmt.Errorf("statfs %s: %w", s.dir, err)
 	}
-	return int64(st.Bavail) * int64(st.Bsize), nil
+	return int64(st.Bavail) * int64(st.Bsize), int64(st.Blocks) * int64(st.Bsize), nil
 }
 
 // Evict removes least recently used content until the store is back under
@@ -80,9 +86,9 @@ func (s *Store) Evict(opts EvictOptions) (EvictReport, error) {
 	for _, n := range g.size {
 		r.SizeBefore += n
 	}
-	r.FreeBefore = -1
-	if free, err := s.FreeDisk(); err == nil {
-		r.FreeBefore = free
+	r.FreeBefore, r.DiskSize, _ = s.DiskSpace()
+	if r.DiskSize > 0 {
+		opts.MinFree = max(opts.MinFree, int64(opts.MinFreeFraction*float64(r.DiskSize)))
 	}
 	if opts.MaxSize > 0 && r.SizeBefore > opts.MaxSize {
 		r.Needed = r.SizeBefore - int64(lowWater*float64(opts.MaxSize))
@@ -91,12 +97,16 @@ func (s *Store) Evict(opts EvictOptions) (EvictReport, error) {
 		r.Needed = max(r.Needed, int64(freeMargin*float64(opts.MinFree))-r.FreeBefore)
 	}
 	r.SizeAfter = r.SizeBefore
+	r.ObjectsAfter = int64(len(g.size))
+	pinned := g.pinnedSet()
+	for d := range pinned {
+		r.PinnedBytes += g.size[d]
+	}
 	if r.Needed <= 0 {
 		r.Duration = time.Since(start)
 		return r, nil
 	}
 
-	pinned := g.pinnedSet()
 	keep := func(d digest.Digest) bool {
 		return pinned[d] || g.access[d].After(opts.KeepAccessedAfter)
 	}
@@ -164,6 +174,7 @@ func (s *Store) Evict(opts EvictOptions) (EvictReport, error) {
 	}
 	slices.Sort(r.Tags)
 	r.SizeAfter = r.SizeBefore - freed
+	r.ObjectsAfter -= int64(len(removed))
 	if !opts.DryRun && len(removed) > 0 {
 		if err := s.remove(removed, r.Tags); err != nil {
 			return r, err

@@ -1,0 +1,205 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/distribution/reference"
+	"github.com/lifeboat-dev/lifeboat/cache"
+	"github.com/opencontainers/go-digest"
+)
+
+// PrefetchItem is an image to fetch ahead of need: a reference with a tag
+// or digest, and for a multi-platform index the platforms wanted
+// (os/arch[/variant]; default: the node's own linux/<GOARCH>).
+type PrefetchItem struct {
+	Ref       string   `json:"ref"`
+	Platforms []string `json:"platforms,omitempty"`
+}
+
+// PrefetchResult says what one prefetch fetched.
+type PrefetchResult struct {
+	Ref    string        `json:"ref"`
+	Digest digest.Digest `json:"digest"`
+	Blobs  int           `json:"blobs"`
+	Bytes  int64         `json:"bytes"`
+}
+
+// Prefetch fetches an image (for an index: the index and the children for
+// the wanted platforms, not every architecture) and all its blobs into the
+// cache. progress, if set, receives one line per step.
+func (p *Proxy) Prefetch(ctx context.Context, item PrefetchItem, progress func(string)) (PrefetchResult, error) {
+	if progress == nil {
+		progress = func(string) {}
+	}
+	named, err := reference.ParseNormalizedNamed(item.Ref)
+	if err != nil {
+		return PrefetchResult{}, fmt.Errorf("prefetch %q: %w", item.Ref, err)
+	}
+	registry, repo := reference.Domain(named), reference.Path(named)
+	if _, err := p.upstream(registry); err != nil {
+		return PrefetchResult{}, fmt.Errorf("prefetch %s: %w", item.Ref, err)
+	}
+	ref := "latest"
+	if c, ok := named.(reference.Canonical); ok {
+		ref = c.Digest().String()
+	} else if t, ok := named.(reference.Tagged); ok {
+		ref = t.Tag()
+	}
+	platforms := item.Platforms
+	if len(platforms) == 0 {
+		platforms = []string{"linux/" + runtime.GOARCH}
+	}
+	res := PrefetchResult{Ref: item.Ref}
+	m, err := p.Manifest(ctx, registry, repo, ref)
+	if err != nil {
+		return res, fmt.Errorf("prefetch %s: %w", item.Ref, err)
+	}
+	res.Digest = m.Digest
+	progress(fmt.Sprintf("%s: %s %s", item.Ref, m.MediaType, m.Digest))
+	images := []*Manifest{m}
+	if isIndex(m.MediaType) {
+		children, err := childrenFor(m.Body, platforms)
+		if err != nil {
+			return res, fmt.Errorf("prefetch %s: %w", item.Ref, err)
+		}
+		if len(children) == 0 {
+			return res, fmt.Errorf("prefetch %s: the index has no manifest for %s", item.Ref, strings.Join(platforms, ", "))
+		}
+		images = images[:0]
+		for _, c := range children {
+			cm, err := p.Manifest(ctx, registry, repo, c.digest.String())
+			if err != nil {
+				return res, fmt.Errorf("prefetch %s (%s): %w", item.Ref, c.platform, err)
+			}
+			progress(fmt.Sprintf("%s: %s manifest %s", item.Ref, c.platform, cm.Digest))
+			images = append(images, cm)
+		}
+	}
+	for _, img := range images {
+		refs, _, err := cache.ParseManifest(img.Body)
+		if err != nil {
+			return res, fmt.Errorf("prefetch %s: %w", item.Ref, err)
+		}
+		for _, d := range refs {
+			n, err := p.fetchBlob(ctx, registry, repo, d)
+			if err != nil {
+				return res, fmt.Errorf("prefetch %s: blob %s: %w", item.Ref, d, err)
+			}
+			res.Blobs++
+			res.Bytes += n
+			progress(fmt.Sprintf("%s: blob %s (%d bytes)", item.Ref, d, n))
+		}
+	}
+	return res, nil
+}
+
+// fetchBlob makes sure the store holds d, reading a download to its end.
+func (p *Proxy) fetchBlob(ctx context.Context, registry, repo string, d digest.Digest) (int64, error) {
+	b, err := p.Blob(ctx, registry, repo, d, true)
+	if err != nil {
+		return 0, err
+	}
+	defer b.Content.Close()
+	if b.Source == Hit {
+		return b.Size, nil
+	}
+	return io.Copy(io.Discard, b.Content)
+}
+
+func isIndex(mediaType string) bool {
+	return mediaType == "application/vnd.oci.image.index.v1+json" ||
+		mediaType == "application/vnd.docker.distribution.manifest.list.v2+json"
+}
+
+type child struct {
+	digest   digest.Digest
+	platform string
+}
+
+// childrenFor picks an index's manifests for the wanted platforms.
+func childrenFor(index []byte, platforms []string) ([]child, error) {
+	var idx struct {
+		Manifests []struct {
+			Digest   digest.Digest `json:"digest"`
+			Platform *struct {
+				OS           string `json:"os"`
+				Architecture string `json:"architecture"`
+				Variant      string `json:"variant"`
+			} `json:"platform"`
+		} `json:"manifests"`
+	}
+	if err := json.Unmarshal(index, &idx); err != nil {
+		return nil, fmt.Errorf("parse index: %w", err)
+	}
+	var out []child
+	for _, m := range idx.Manifests {
+		if m.Platform == nil {
+			continue
+		}
+		full := m.Platform.OS + "/" + m.Platform.Architecture
+		withVariant := full
+		if m.Platform.Variant != "" {
+			withVariant += "/" + m.Platform.Variant
+		}
+		if slices.Contains(platforms, full) || slices.Contains(platforms, withVariant) {
+			out = append(out, child{digest: m.Digest, platform: withVariant})
+		}
+	}
+	return out, nil
+}
+
+// PinSource is the pin source of the configured prefetch list.
+const PinSource = "prefetch"
+
+// PrefetchAll prefetches the configured list and pins what it resolved to.
+// An item that fails now (an outage) keeps the pin it had; items no longer
+// listed lose theirs.
+func (p *Proxy) PrefetchAll(ctx context.Context, items []PrefetchItem) error {
+	old, err := p.store.Pins()
+	if err != nil {
+		return err
+	}
+	var pins []cache.Pin
+	var errs []error
+	for _, item := range items {
+		start := time.Now()
+		res, err := p.Prefetch(ctx, item, nil)
+		if err != nil {
+			p.metrics.prefetch.WithLabelValues("error").Inc()
+			p.log.Warn("prefetch failed", "ref", item.Ref, "error", err)
+			errs = append(errs, err)
+			for _, o := range old {
+				if o.Source == PinSource && o.Ref == item.Ref {
+					pins = append(pins, o)
+				}
+			}
+			continue
+		}
+		p.metrics.prefetch.WithLabelValues("ok").Inc()
+		p.log.Info("prefetched", "ref", item.Ref, "digest", res.Digest, "blobs", res.Blobs, "bytes", res.Bytes, "duration", time.Since(start))
+		pins = append(pins, cache.Pin{Ref: item.Ref, Digest: res.Digest, Pinned: p.now()})
+	}
+	if err := p.store.ReplacePins(PinSource, pins); err != nil {
+		return err
+	}
+	return errors.Join(errs...)
+}
+
+// AnyCircuitOpen reports whether some upstream's circuit breaker is open:
+// an outage, during which eviction keeps everything recently used.
+func (p *Proxy) AnyCircuitOpen() bool {
+	for _, up := range p.upstreams {
+		if up.breaker.isOpen() {
+			return true
+		}
+	}
+	return false
+}
