@@ -47,6 +47,26 @@ type serveConfig struct {
 	Timeouts             timeoutsConfig   `json:"timeouts"`
 	Breaker              breakerConfig    `json:"breaker"`
 	Upstreams            []upstreamConfig `json:"upstreams"`
+
+	MaxSize          byteSize             `json:"maxSize"`
+	MinFreeDisk      diskFloor            `json:"minFreeDisk"`
+	Eviction         evictionConfig       `json:"eviction"`
+	Prefetch         []proxy.PrefetchItem `json:"prefetch"`
+	PrefetchInterval duration             `json:"prefetchInterval"`
+}
+
+type evictionConfig struct {
+	Interval         duration `json:"interval"`
+	KeepRecent       duration `json:"keepRecent"`
+	KeepDuringOutage duration `json:"keepDuringOutage"`
+}
+
+func (c serveConfig) evictionOptions() proxy.EvictionOptions {
+	return proxy.EvictionOptions{
+		MaxSize: int64(c.MaxSize), MinFree: c.MinFreeDisk.Bytes, MinFreeFraction: c.MinFreeDisk.Fraction,
+		Interval: time.Duration(c.Eviction.Interval), KeepRecent: time.Duration(c.Eviction.KeepRecent),
+		KeepDuringOutage: time.Duration(c.Eviction.KeepDuringOutage),
+	}
 }
 
 type breakerConfig struct {
@@ -126,6 +146,7 @@ func defaultServeConfig() serveConfig {
 		DockerConfig:    defaultDockerConfig(),
 		LogLevel:        "info",
 		LogFormat:       "text",
+		MinFreeDisk:     diskFloor{Fraction: 0.10},
 	}
 }
 
@@ -169,6 +190,16 @@ func serveSettings() []setting {
 		{"docker-config", "docker config.json (or .dockerconfigjson) with upstream credentials; empty: anonymous", str(func(c *serveConfig) *string { return &c.DockerConfig })},
 		{"log-level", "debug, info, warn or error", str(func(c *serveConfig) *string { return &c.LogLevel })},
 		{"log-format", "text or json", str(func(c *serveConfig) *string { return &c.LogFormat })},
+		{"max-size", "cap on the bytes cached (e.g. 50GiB); least recently used images are evicted past it (0: no cap)", func(c *serveConfig, v string) error {
+			n, err := parseSize(v)
+			c.MaxSize = byteSize(n)
+			return err
+		}},
+		{"min-free-disk", "free space to keep on the data directory's filesystem, as a percentage (10%) or a size (20GiB) (0: none)", func(c *serveConfig, v string) error {
+			f, err := parseDiskFloor(v)
+			c.MinFreeDisk = f
+			return err
+		}},
 		{"tag-ttl", "skip revalidating a tag upstream confirmed less than this ago (0: always revalidate)", func(c *serveConfig, v string) error {
 			d, err := time.ParseDuration(v)
 			c.TagTTL = duration(d)
@@ -205,6 +236,7 @@ func loadServeConfig(args []string, stderr io.Writer) (serveConfig, error) {
 		"listen": def.Listen, "metrics-listen": def.MetricsListen, "data-dir": def.DataDir,
 		"default-registry": def.DefaultRegistry, "docker-config": def.DockerConfig,
 		"log-level": def.LogLevel, "log-format": def.LogFormat, "tag-ttl": "0s",
+		"max-size": "0", "min-free-disk": "10%",
 	}
 	values := map[string]*string{}
 	var upstreams repeated
@@ -298,6 +330,11 @@ func (c serveConfig) validate() error {
 			errs = append(errs, fmt.Errorf("upstream %s configured twice", u.Name))
 		}
 		seen[u.Name] = true
+	}
+	for _, item := range c.Prefetch {
+		if item.Ref == "" {
+			errs = append(errs, errors.New("prefetch: an item without ref"))
+		}
 	}
 	if !seen[c.DefaultRegistry] {
 		errs = append(errs, fmt.Errorf("--default-registry %q is not among the upstreams", c.DefaultRegistry))

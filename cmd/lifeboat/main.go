@@ -20,6 +20,11 @@ const usage = `lifeboat: a node-local pull-through cache for container images.
 
 Usage:
   lifeboat serve [flags]    serve the OCI pull API (see lifeboat serve --help)
+  lifeboat configure-containerd [flags]  write containerd's hosts.toml for lifeboat (see --help)
+  lifeboat ls               list the cached images
+  lifeboat gc [--dry-run]   evict now (least recently used first; pins kept)
+  lifeboat verify [--repair]  re-hash every cached blob
+  lifeboat prefetch REF...  warm a running lifeboat with images
   lifeboat version          print the version
 
 containerd reaches lifeboat through /etc/containerd/certs.d/<registry>/hosts.toml;
@@ -41,6 +46,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		err = serve(ctx, args[1:], stderr)
+	case "configure-containerd":
+		err = configureContainerd(ctx, args[1:], stdout, stderr)
+	case "ls":
+		err = ls(ctx, args[1:], stdout, stderr)
+	case "gc":
+		err = gc(ctx, args[1:], stdout, stderr)
+	case "verify":
+		err = verify(ctx, args[1:], stdout, stderr)
+	case "prefetch":
+		err = prefetch(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "--help":
@@ -51,6 +66,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
+	}
+	if errors.Is(err, errDamaged) {
+		return 3
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "lifeboat %s: %v\n", args[0], err)

@@ -69,6 +69,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	defer p.Close() // stop downloads before the store closes (defers run last-first)
+	if moved := store.RebuiltFrom(); moved != "" {
+		p.IndexRebuilt(moved)
+	}
 	api := registry.New(p, registry.Options{Logger: log, Registerer: reg})
 
 	apiLn, err := net.Listen("tcp", cfg.Listen)
@@ -92,6 +95,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		_, _ = io.WriteString(w, "ok\n")
 	})
+	eviction := cfg.evictionOptions()
+	adminHandler(mux, p, store, eviction)
 
 	servers := []*http.Server{newServer(api, log), newServer(mux, log)}
 	g, gctx := errgroup.WithContext(ctx)
@@ -118,6 +123,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			}
 		}
 	})
+	g.Go(func() error { p.RunEviction(gctx, eviction); return nil })
+	g.Go(func() error { p.RunPrefetch(gctx, cfg.Prefetch, time.Duration(cfg.PrefetchInterval)); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
 		ready.Store(false)
@@ -133,7 +140,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	ready.Store(true)
 	log.Info("lifeboat serving", "version", version, "listen", apiLn.Addr().String(),
 		"metrics_listen", metricsLn.Addr().String(), "data_dir", cfg.DataDir,
-		"upstreams", len(cfg.Upstreams), "default_registry", cfg.DefaultRegistry)
+		"upstreams", len(cfg.Upstreams), "default_registry", cfg.DefaultRegistry,
+		"max_size", int64(cfg.MaxSize), "min_free_disk_bytes", cfg.MinFreeDisk.Bytes, "min_free_disk_fraction", cfg.MinFreeDisk.Fraction,
+		"prefetch", len(cfg.Prefetch))
 	err = g.Wait()
 	log.Info("stopped")
 	return err

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/lifeboat-dev/lifeboat/cache"
+	"github.com/lifeboat-dev/lifeboat/proxy"
+)
+
+// adminHandler serves the admin API on the metrics listener (loopback by
+// default): what `lifeboat ls`, `gc`, `verify` and `prefetch` use against a
+// running lifeboat.
+//
+//	GET  /admin/images                  the cached images (JSON)
+//	POST /admin/gc?dry-run=true         an eviction pass now (JSON report)
+//	POST /admin/verify?repair=true      re-hash every blob (JSON report)
+//	POST /admin/prefetch                {"ref": ..., "platforms": [...], "pin": bool}: progress lines, then a JSON result
+func adminHandler(mux *http.ServeMux, p *proxy.Proxy, store *cache.Store, eviction proxy.EvictionOptions) {
+	mux.HandleFunc("GET /admin/images", func(w http.ResponseWriter, r *http.Request) {
+		imgs, err := store.Images()
+		writeJSON(w, imgs, err)
+	})
+	mux.HandleFunc("POST /admin/gc", func(w http.ResponseWriter, r *http.Request) {
+		dry, _ := strconv.ParseBool(r.URL.Query().Get("dry-run"))
+		rep, err := p.Evict(eviction, dry)
+		writeJSON(w, gcReport(rep, dry), err)
+	})
+	mux.HandleFunc("POST /admin/verify", func(w http.ResponseWriter, r *http.Request) {
+		repair, _ := strconv.ParseBool(r.URL.Query().Get("repair"))
+		rep, err := p.Verify(repair)
+		writeJSON(w, rep, err)
+	})
+	mux.HandleFunc("POST /admin/prefetch", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			proxy.PrefetchItem
+			Pin bool `json:"pin"`
+		}
+		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
+			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		flusher, _ := w.(http.Flusher)
+		out := bufio.NewWriter(w)
+		progress := func(line string) {
+			fmt.Fprintln(out, line)
+			out.Flush()
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		res, err := p.Prefetch(r.Context(), req.PrefetchItem, progress)
+		if err == nil && req.Pin {
+			err = store.AddPin("admin", cache.Pin{Ref: req.Ref, Digest: res.Digest})
+		}
+		result := map[string]any{"result": res}
+		if err != nil {
+			result["error"] = err.Error()
+		}
+		line, _ := json.Marshal(result)
+		progress(string(line))
+	})
+}
+
+// gcJSON is the report of `lifeboat gc`, in JSON.
+type gcJSON struct {
+	DryRun      bool            `json:"dryRun"`
+	SizeBefore  int64           `json:"sizeBefore"`
+	SizeAfter   int64           `json:"sizeAfter"`
+	Needed      int64           `json:"needed"`
+	FreeBefore  int64           `json:"freeBefore"`
+	Removed     []cache.Evicted `json:"removed"`
+	Tags        []string        `json:"tags"`
+	DurationSec float64         `json:"durationSeconds"`
+}
+
+func gcReport(r cache.EvictReport, dry bool) gcJSON {
+	return gcJSON{DryRun: dry, SizeBefore: r.SizeBefore, SizeAfter: r.SizeAfter, Needed: r.Needed, FreeBefore: r.FreeBefore,
+		Removed: r.Removed, Tags: r.Tags, DurationSec: r.Duration.Seconds()}
+}
+
+func writeJSON(w http.ResponseWriter, v any, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	if err != nil {
+		w.WriteHeader(http.StatusInternalServerError)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+		return
+	}
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/lifeboat-dev/lifeboat/cache"
+	"github.com/opencontainers/go-digest"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseSizes(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]int64{"0": 0, "1048576": 1 << 20, "50GiB": 50 << 30, "500MB": 500e6, "1.5G": 3 << 29, "10 KiB": 10 << 10} {
+		got, err := parseSize(in)
+		require.NoError(t, err, in)
+		assert.Equal(t, want, got, in)
+	}
+	for _, bad := range []string{"", "lots", "-1", "5XB"} {
+		_, err := parseSize(bad)
+		assert.Error(t, err, bad)
+	}
+	f, err := parseDiskFloor("10%")
+	require.NoError(t, err)
+	assert.InDelta(t, 0.10, f.Fraction, 1e-9)
+	f, err = parseDiskFloor("20GiB")
+	require.NoError(t, err)
+	assert.Equal(t, int64(20<<30), f.Bytes)
+	_, err = parseDiskFloor("150%")
+	assert.Error(t, err)
+}
+
+// seed makes a data dir holding one blob, and returns the dir and digest.
+func seed(t *testing.T) (string, digest.Digest) {
+	t.Helper()
+	dir := t.TempDir()
+	s, err := cache.Open(dir, cache.Options{})
+	require.NoError(t, err)
+	body := []byte("an orphan blob")
+	d := digest.FromBytes(body)
+	w, err := s.NewIngest(d, int64(len(body)))
+	require.NoError(t, err)
+	_, err = w.Write(body)
+	require.NoError(t, err)
+	require.NoError(t, w.Commit())
+	require.NoError(t, s.Close())
+	return dir, d
+}
+
+func TestAdminCommandsOnADataDir(t *testing.T) {
+	t.Parallel()
+	dir, d := seed(t)
+	var out, errb bytes.Buffer
+	require.Equal(t, 0, run(t.Context(), []string{"verify", "--data-dir", dir}, &out, &errb), errb.String())
+	assert.Contains(t, out.String(), "checked 1 blobs")
+
+	path := filepath.Join(dir, "blobs", "sha256", d.Encoded()[:2], d.Encoded())
+	require.NoError(t, os.WriteFile(path, []byte("an orphan BLOB"), 0o644))
+	out.Reset()
+	assert.Equal(t, 3, run(t.Context(), []string{"verify", "--data-dir", dir, "-o", "json"}, &out, &errb), "damage exits 3")
+	var rep cache.VerifyReport
+	require.NoError(t, json.Unmarshal(out.Bytes(), &rep))
+	require.Len(t, rep.Damaged, 1)
+	assert.False(t, rep.Damaged[0].Removed)
+	assert.Equal(t, 3, run(t.Context(), []string{"verify", "--data-dir", dir, "--repair"}, &out, &errb))
+	assert.Equal(t, 0, run(t.Context(), []string{"verify", "--data-dir", dir}, &out, &errb), "after repair nothing is damaged")
+
+	dir, _ = seed(t)
+	out.Reset()
+	require.Equal(t, 0, run(t.Context(), []string{"gc", "--data-dir", dir, "--max-size", "1", "--dry-run"}, &out, &errb), errb.String())
+	assert.Contains(t, out.String(), "would evict")
+	out.Reset()
+	require.Equal(t, 0, run(t.Context(), []string{"ls", "--data-dir", dir, "-o", "json"}, &out, &errb), errb.String())
+	assert.JSONEq(t, "null", out.String(), "an orphan blob is no image")
+
+	assert.Equal(t, 1, run(t.Context(), []string{"ls", "--data-dir", filepath.Join(dir, "missing")}, &out, &errb))
+	assert.Equal(t, 1, run(t.Context(), []string{"ls", "-o", "yaml", "--data-dir", dir}, &out, &errb))
+	assert.Equal(t, 1, run(t.Context(), []string{"prefetch", "--data-dir", dir}, &out, &errb), "prefetch needs a reference")
+}
