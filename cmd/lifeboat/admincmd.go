@@ -93,10 +93,11 @@ func (a *adminFlags) call(ctx context.Context, method, path string, body any, ti
 		cancel()
 		return nil, fmt.Errorf("the data directory is in use, and its lifeboat does not answer on --admin %s: %w", a.admin, err)
 	}
+	respBody := resp.Body
 	resp.Body = struct {
 		io.Reader
 		io.Closer
-	}{resp.Body, closerFunc(func() error { cancel(); return resp.Body.Close() })}
+	}{respBody, closerFunc(func() error { cancel(); return respBody.Close() })}
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		resp.Body.Close()
