@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN     := bin/lifeboat
 
-.PHONY: help build run test test-short lint bench clean
+.PHONY: help build run test test-short lint bench image-tarball clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -28,6 +28,10 @@ lint: ## gofmt and go vet
 bench: ## hot-path benchmarks, then the whole-process benchmark (BLOB_MIB=256)
 	$(GO) test -run '^$$' -bench . -benchmem ./cache/... ./proxy/... ./registry/...
 	LIFEBOAT_BENCH_BLOB_MIB=$(or $(BLOB_MIB),256) $(GO) test -run '^$$' -bench WholeProcess -benchtime 1x -timeout 20m ./integration/
+
+image-tarball: ## build the container image without Docker: bin/lifeboat-image.tar (IMAGE=..., PUSH=ref to push too)
+	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/lifeboat-linux ./cmd/lifeboat
+	$(GO) run ./cmd/mkimage --binary bin/lifeboat-linux --version $(VERSION) --tag $(or $(IMAGE),ghcr.io/lifeboat-dev/lifeboat:$(VERSION)) --tarball bin/lifeboat-image.tar $(if $(PUSH),--push $(PUSH))
 
 clean: ## remove build output
 	rm -rf bin
