@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -19,75 +17,7 @@ import (
 	"github.com/lifeboat-dev/lifeboat/internal/upstreamtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
-
-// startContainerdOn runs bin with a fresh root and state, reading registry
-// hosts from hostsDir, which it leaves as it is. It returns containerd,
-// its log and its config file.
-func startContainerdOn(t *testing.T, bin, version, hostsDir string) (*containerd, *syncBuffer, string) {
-	t.Helper()
-	// Not t.TempDir(): the socket path must stay under 104 bytes.
-	dir, err := os.MkdirTemp("", "ctd")
-	require.NoError(t, err)
-	tmpl := containerd2Config
-	if version == "1.6" {
-		tmpl = containerd16Config
-	}
-	tmpl = strings.ReplaceAll(tmpl, `"@D@/certs.d"`, strconv.Quote(hostsDir))
-	cfg := filepath.Join(dir, "config.toml")
-	require.NoError(t, os.WriteFile(cfg, []byte(strings.ReplaceAll(tmpl, "@D@", dir)), 0o644))
-
-	logs := &syncBuffer{}
-	cmd := exec.Command(bin, "--config", cfg)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	require.NoError(t, cmd.Start())
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			_ = cmd.Process.Signal(os.Interrupt)
-			done := make(chan struct{})
-			go func() { _ = cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(10 * time.Second):
-				_ = cmd.Process.Kill()
-				<-done
-			}
-			if t.Failed() {
-				t.Logf("containerd %s log:\n%s", version, logs.String())
-			}
-			os.RemoveAll(dir)
-		})
-	}
-	t.Cleanup(stop)
-	sock := filepath.Join(dir, "c.sock")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "containerd socket never appeared:\n%s", logs.String())
-		time.Sleep(10 * time.Millisecond)
-	}
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	require.NoError(t, err)
-	t.Cleanup(func() { conn.Close() })
-	rs := runtime.NewRuntimeServiceClient(conn)
-	for {
-		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-		_, err = rs.Version(ctx, &runtime.VersionRequest{}, grpc.WaitForReady(true))
-		cancel()
-		if err == nil {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "CRI not ready: %v\n%s", err, logs.String())
-		time.Sleep(20 * time.Millisecond)
-	}
-	return &containerd{dir: dir, is: runtime.NewImageServiceClient(conn), stop: stop}, logs, cfg
-}
 
 // configure runs `lifeboat configure-containerd` with args and returns its
 // stdout and stderr; it must exit 0.

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -112,21 +113,19 @@ type containerd struct {
 // resource) and removes its directory.
 func (c *containerd) Stop() { c.stop() }
 
-// startContainerd runs bin with a fresh root and a hosts.toml for registry
-// that names mirror first and server as the fallback.
-func startContainerd(t *testing.T, bin, version, registry, mirror, server string) *containerd {
+// startContainerdOn runs bin with a fresh root and state, reading registry
+// hosts from hostsDir, which it leaves as it is. It returns containerd,
+// its log and its config file.
+func startContainerdOn(t *testing.T, bin, version, hostsDir string) (*containerd, *syncBuffer, string) {
 	t.Helper()
 	// Not t.TempDir(): the socket path must stay under 104 bytes.
 	dir, err := os.MkdirTemp("", "ctd")
 	require.NoError(t, err)
-	hosts := filepath.Join(dir, "certs.d", registry)
-	require.NoError(t, os.MkdirAll(hosts, 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(hosts, "hosts.toml"), fmt.Appendf(nil,
-		"server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", server, mirror), 0o644))
 	tmpl := containerd2Config
 	if version == "1.6" {
 		tmpl = containerd16Config
 	}
+	tmpl = strings.ReplaceAll(tmpl, `"@D@/certs.d"`, strconv.Quote(hostsDir))
 	cfg := filepath.Join(dir, "config.toml")
 	require.NoError(t, os.WriteFile(cfg, []byte(strings.ReplaceAll(tmpl, "@D@", dir)), 0o644))
 
@@ -165,7 +164,6 @@ func startContainerd(t *testing.T, bin, version, registry, mirror, server string
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	t.Cleanup(func() { conn.Close() })
-	// The socket can answer before the CRI plugin has registered.
 	rs := runtime.NewRuntimeServiceClient(conn)
 	for {
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
@@ -177,7 +175,20 @@ func startContainerd(t *testing.T, bin, version, registry, mirror, server string
 		require.True(t, time.Now().Before(deadline), "CRI not ready: %v\n%s", err, logs.String())
 		time.Sleep(20 * time.Millisecond)
 	}
-	return &containerd{dir: dir, is: runtime.NewImageServiceClient(conn), stop: stop}
+	return &containerd{dir: dir, is: runtime.NewImageServiceClient(conn), stop: stop}, logs, cfg
+}
+
+// startContainerd runs bin with a fresh root and a hosts.toml for registry
+// that names mirror first and server as the fallback.
+func startContainerd(t *testing.T, bin, version, registry, mirror, server string) *containerd {
+	t.Helper()
+	certs := t.TempDir()
+	hosts := filepath.Join(certs, registry)
+	require.NoError(t, os.MkdirAll(hosts, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(hosts, "hosts.toml"), fmt.Appendf(nil,
+		"server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n", server, mirror), 0o644))
+	c, _, _ := startContainerdOn(t, bin, version, certs)
+	return c
 }
 
 // pull pulls ref over CRI within limit and returns the repo digest.
