@@ -60,6 +60,7 @@ func requireTool(t *testing.T, name, install string) string {
 // lifeboat is a running lifeboat process.
 type lifeboat struct {
 	URL, Host, MetricsURL string
+	AdminURL              string
 	DataDir               string
 	cmd                   *exec.Cmd
 	logs                  *syncBuffer
@@ -95,12 +96,12 @@ func freeAddr(t testing.TB) string {
 // waits until it is ready. It is stopped when the test ends.
 func startLifeboat(t testing.TB, dataDir string, args ...string) *lifeboat {
 	t.Helper()
-	addr, maddr := freeAddr(t), freeAddr(t)
+	addr, maddr, aaddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	lb := &lifeboat{
-		URL: "http://" + addr, Host: addr, MetricsURL: "http://" + maddr, DataDir: dataDir,
+		URL: "http://" + addr, Host: addr, MetricsURL: "http://" + maddr, AdminURL: "http://" + aaddr, DataDir: dataDir,
 		logs: &syncBuffer{}, done: make(chan error, 1),
 	}
-	lb.cmd = exec.Command(binary, append([]string{"serve", "--listen", addr, "--metrics-listen", maddr, "--data-dir", dataDir, "--log-format", "json"}, args...)...)
+	lb.cmd = exec.Command(binary, append([]string{"serve", "--listen", addr, "--metrics-listen", maddr, "--admin-listen", aaddr, "--data-dir", dataDir, "--log-format", "json"}, args...)...)
 	lb.cmd.Stdout, lb.cmd.Stderr = lb.logs, lb.logs
 	lb.cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+t.TempDir(), "HOME="+t.TempDir())
 	require.NoError(t, lb.cmd.Start())

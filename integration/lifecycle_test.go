@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -136,12 +137,12 @@ func TestAdminCommandsAgainstARunningLifeboat(t *testing.T) {
 	dataDir := t.TempDir()
 	lb := startLifeboat(t, dataDir, "--upstream", upstreamName+"="+up.URL, "--default-registry", upstreamName)
 
-	code, out := lifeboatCLI(t, "prefetch", "--data-dir", dataDir, "--admin", lb.MetricsURL, "--platform", "linux/arm64", "--pin", upstreamName+"/multi:v1")
+	code, out := lifeboatCLI(t, "prefetch", "--data-dir", dataDir, "--admin", lb.AdminURL, "--platform", "linux/arm64", "--pin", upstreamName+"/multi:v1")
 	require.Equal(t, 0, code, out)
 	assert.Contains(t, out, "linux/arm64 manifest")
 	assert.NotContains(t, out, "linux/amd64")
 
-	code, out = lifeboatCLI(t, "ls", "--data-dir", dataDir, "--admin", lb.MetricsURL, "-o", "json")
+	code, out = lifeboatCLI(t, "ls", "--data-dir", dataDir, "--admin", lb.AdminURL, "-o", "json")
 	require.Equal(t, 0, code, out)
 	var imgs []struct {
 		Digest string   `json:"digest"`
@@ -155,11 +156,16 @@ func TestAdminCommandsAgainstARunningLifeboat(t *testing.T) {
 	assert.Equal(t, []string{upstreamName + "/multi:v1"}, imgs[0].Tags)
 	assert.NotEmpty(t, imgs[0].Pinned)
 
-	code, out = lifeboatCLI(t, "gc", "--data-dir", dataDir, "--admin", lb.MetricsURL, "--dry-run")
+	code, out = lifeboatCLI(t, "gc", "--data-dir", dataDir, "--admin", lb.AdminURL, "--dry-run")
 	require.Equal(t, 0, code, out)
-	code, out = lifeboatCLI(t, "verify", "--data-dir", dataDir, "--admin", lb.MetricsURL)
+	code, out = lifeboatCLI(t, "verify", "--data-dir", dataDir, "--admin", lb.AdminURL)
 	require.Equal(t, 0, code, out)
 	assert.Contains(t, out, "0 damaged")
+
+	resp, err := http.Get(lb.MetricsURL + "/admin/images")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "the admin API is not on the metrics listener Prometheus reaches")
 
 	code, out = lifeboatCLI(t, "ls", "--data-dir", dataDir, "--admin", "http://127.0.0.1:1")
 	assert.Equal(t, 1, code, "a held data dir with no admin endpoint is a clear error, not a hang")

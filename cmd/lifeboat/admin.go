@@ -11,7 +11,7 @@ import (
 	"github.com/lifeboat-dev/lifeboat/proxy"
 )
 
-// adminHandler serves the admin API on the metrics listener (loopback by
+// adminHandler serves the admin API on --admin-listen (loopback by
 // default): what `lifeboat ls`, `gc`, `verify` and `prefetch` use against a
 // running lifeboat.
 //

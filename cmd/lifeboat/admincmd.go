@@ -33,7 +33,7 @@ func newAdminFlags(name, args, summary string, stderr io.Writer) *adminFlags {
 	a := &adminFlags{fs: flag.NewFlagSet(name, flag.ContinueOnError)}
 	a.fs.SetOutput(stderr)
 	a.fs.StringVar(&a.dataDir, "data-dir", envOr("LIFEBOAT_DATA_DIR", "./lifeboat-data"), "data directory, used directly when no lifeboat runs on it (env LIFEBOAT_DATA_DIR)")
-	a.fs.StringVar(&a.admin, "admin", envOr("LIFEBOAT_ADMIN", "http://127.0.0.1:9090"), "admin endpoint (serve's --metrics-listen) of the lifeboat that holds the data directory (env LIFEBOAT_ADMIN)")
+	a.fs.StringVar(&a.admin, "admin", envOr("LIFEBOAT_ADMIN", "http://127.0.0.1:9091"), "admin endpoint (serve's --admin-listen) of the lifeboat that holds the data directory (env LIFEBOAT_ADMIN)")
 	a.fs.StringVar(&a.output, "o", "table", "output: table or json")
 	a.fs.Usage = func() {
 		fmt.Fprintf(a.fs.Output(), "Usage: lifeboat %s [flags] %s\n\n%s\n\nFlags:\n", name, args, summary)

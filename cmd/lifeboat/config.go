@@ -34,6 +34,7 @@ var defaultUpstreams = []upstreamConfig{
 type serveConfig struct {
 	Listen               string           `json:"listen"`
 	MetricsListen        string           `json:"metricsListen"`
+	AdminListen          string           `json:"adminListen"`
 	DataDir              string           `json:"dataDir"`
 	DefaultRegistry      string           `json:"defaultRegistry"`
 	DockerConfig         string           `json:"dockerConfig"`
@@ -141,6 +142,7 @@ func defaultServeConfig() serveConfig {
 	return serveConfig{
 		Listen:          "127.0.0.1:5000",
 		MetricsListen:   "127.0.0.1:9090",
+		AdminListen:     "127.0.0.1:9091",
 		DataDir:         "./lifeboat-data",
 		DefaultRegistry: "docker.io",
 		DockerConfig:    defaultDockerConfig(),
@@ -185,6 +187,7 @@ func serveSettings() []setting {
 	return []setting{
 		{"listen", "address of the registry API (containerd's mirror endpoint)", str(func(c *serveConfig) *string { return &c.Listen })},
 		{"metrics-listen", "address of /metrics, /healthz and /readyz", str(func(c *serveConfig) *string { return &c.MetricsListen })},
+		{"admin-listen", "address of the admin API used by ls, gc, verify and prefetch; keep it on loopback", str(func(c *serveConfig) *string { return &c.AdminListen })},
 		{"data-dir", "directory holding blob files and index.db", str(func(c *serveConfig) *string { return &c.DataDir })},
 		{"default-registry", "registry for requests without ns= (must be an upstream)", str(func(c *serveConfig) *string { return &c.DefaultRegistry })},
 		{"docker-config", "docker config.json (or .dockerconfigjson) with upstream credentials; empty: anonymous", str(func(c *serveConfig) *string { return &c.DockerConfig })},
@@ -233,7 +236,7 @@ func loadServeConfig(args []string, stderr io.Writer) (serveConfig, error) {
 	settings := serveSettings()
 	def := defaultServeConfig()
 	defaults := map[string]string{
-		"listen": def.Listen, "metrics-listen": def.MetricsListen, "data-dir": def.DataDir,
+		"listen": def.Listen, "metrics-listen": def.MetricsListen, "admin-listen": def.AdminListen, "data-dir": def.DataDir,
 		"default-registry": def.DefaultRegistry, "docker-config": def.DockerConfig,
 		"log-level": def.LogLevel, "log-format": def.LogFormat, "tag-ttl": "0s",
 		"max-size": "0", "min-free-disk": "10%",
@@ -307,7 +310,7 @@ Flags:
 
 func (c serveConfig) validate() error {
 	var errs []error
-	for _, a := range []struct{ name, addr string }{{"listen", c.Listen}, {"metrics-listen", c.MetricsListen}} {
+	for _, a := range []struct{ name, addr string }{{"listen", c.Listen}, {"metrics-listen", c.MetricsListen}, {"admin-listen", c.AdminListen}} {
 		if _, _, err := net.SplitHostPort(a.addr); err != nil {
 			errs = append(errs, fmt.Errorf("--%s %q: %w", a.name, a.addr, err))
 		}

@@ -83,6 +83,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		apiLn.Close()
 		return fmt.Errorf("--metrics-listen: %w", err)
 	}
+	adminLn, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		apiLn.Close()
+		metricsLn.Close()
+		return fmt.Errorf("--admin-listen: %w", err)
+	}
 
 	var ready atomic.Bool
 	mux := http.NewServeMux()
@@ -95,12 +101,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		_, _ = io.WriteString(w, "ok\n")
 	})
+	// The admin API changes the cache: its own listener, loopback by
+	// default, so that exposing metrics to Prometheus does not expose it.
 	eviction := cfg.evictionOptions()
-	adminHandler(mux, p, store, eviction)
+	adminMux := http.NewServeMux()
+	adminHandler(adminMux, p, store, eviction)
 
-	servers := []*http.Server{newServer(api, log), newServer(mux, log)}
+	servers := []*http.Server{newServer(api, log), newServer(mux, log), newServer(adminMux, log)}
 	g, gctx := errgroup.WithContext(ctx)
-	for i, ln := range []net.Listener{apiLn, metricsLn} {
+	for i, ln := range []net.Listener{apiLn, metricsLn, adminLn} {
 		srv := servers[i]
 		g.Go(func() error {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
@@ -139,7 +148,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	})
 	ready.Store(true)
 	log.Info("lifeboat serving", "version", version, "listen", apiLn.Addr().String(),
-		"metrics_listen", metricsLn.Addr().String(), "data_dir", cfg.DataDir,
+		"metrics_listen", metricsLn.Addr().String(), "admin_listen", adminLn.Addr().String(), "data_dir", cfg.DataDir,
 		"upstreams", len(cfg.Upstreams), "default_registry", cfg.DefaultRegistry,
 		"max_size", int64(cfg.MaxSize), "min_free_disk_bytes", cfg.MinFreeDisk.Bytes, "min_free_disk_fraction", cfg.MinFreeDisk.Fraction,
 		"prefetch", len(cfg.Prefetch))
