@@ -137,6 +137,10 @@ func (w *Ingest) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// Hash is the running hash of the bytes written so far. A caller that
+// abandons the file (Abort) may go on hashing with it.
+func (w *Ingest) Hash() hash.Hash { return w.h }
+
 // Abort discards the ingest file.
 func (w *Ingest) Abort() {
 	_ = w.f.Close()

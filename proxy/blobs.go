@@ -113,12 +113,19 @@ func (p *Proxy) follow(ctx context.Context, f *fill, whole bool) (b *Blob, retry
 	switch {
 	case done && ferr != nil:
 		return nil, false, ferr
+	case f.relaying():
+		// Only the readers that were there when the disk filled up can be
+		// served; containerd goes to the registry itself.
+		return nil, false, ErrDiskFull
 	case f.size <= 0 || !whole:
 		// No announced size (no Content-Length to promise, no last byte
 		// to hold back), or only a part is wanted: wait for the verified
 		// blob instead.
 		for {
 			_, done, ferr, changed := f.readable()
+			if done && f.relaying() {
+				return nil, false, ErrDiskFull
+			}
 			if done {
 				return nil, ferr == nil, ferr
 			}
@@ -130,6 +137,7 @@ func (p *Proxy) follow(ctx context.Context, f *fill, whole bool) (b *Blob, retry
 		}
 	}
 	r := &fillReader{ctx: ctx, f: f}
+	f.addReader(r)
 	return &Blob{Content: &waiterCloser{fillReader: r, p: p}, Size: f.size, Source: Miss}, false, nil
 }
 
@@ -143,6 +151,7 @@ type waiterCloser struct {
 func (w *waiterCloser) Close() error {
 	w.once.Do(func() {
 		w.p.metrics.fillWaiters.Dec()
+		w.fillReader.f.removeReader(w.fillReader)
 		w.fillReader.f.release()
 	})
 	return nil

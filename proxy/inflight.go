@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/lifeboat-dev/lifeboat/cache"
@@ -36,10 +38,17 @@ type fill struct {
 	written int64
 	done    bool
 	err     error
+
+	readers  map[*fillReader]int64 // open readers and how far each has read
+	advanced chan struct{}         // closed and replaced when a reader moves on or leaves (relay only)
+	relay    *relay                // non-nil once the disk is full: see relay.go
 }
 
 func newFill(d digest.Digest, registry, repo string) *fill {
-	return &fill{digest: d, registry: registry, repo: repo, started: make(chan struct{}), changed: make(chan struct{}), size: -1, refs: 1}
+	return &fill{
+		digest: d, registry: registry, repo: repo, started: make(chan struct{}), changed: make(chan struct{}), size: -1, refs: 1,
+		readers: map[*fillReader]int64{}, advanced: make(chan struct{}),
+	}
 }
 
 // start publishes the size and the ingest file to readers.
@@ -128,8 +137,9 @@ func (r *fillReader) Read(p []byte) (int, error) {
 		if r.off < limit {
 			n := int64(len(p))
 			n = min(n, limit-r.off)
-			m, rerr := r.f.file.ReadAt(p[:n], r.off)
+			m, rerr := r.f.readAt(p[:n], r.off)
 			r.off += int64(m)
+			r.f.advance(r, r.off)
 			if m > 0 || rerr == nil {
 				return m, nil
 			}
@@ -174,6 +184,8 @@ func (p *Proxy) runFill(f *fill, up *upstream, repo string) {
 	err := p.download(ctx, cancel, f, up, repo)
 	result := "ok"
 	switch {
+	case errors.Is(err, errRelayed):
+		result, err = "disk_full", nil // served, verified, not stored
 	case errors.Is(err, cache.ErrDigestMismatch), errors.Is(err, cache.ErrSizeMismatch):
 		result = "digest_mismatch"
 		p.metrics.digestMismatch.WithLabelValues(up.cfg.Name, "blob").Inc()
@@ -227,20 +239,45 @@ func (p *Proxy) download(ctx context.Context, cancel context.CancelFunc, f *fill
 	timer := time.AfterFunc(stall, func() { stalled.Store(true); cancel() })
 	defer timer.Stop()
 	buf := make([]byte, 256<<10)
+	var total int64
+	var relayHash hash.Hash // set once the disk is full: see relay.go
 	for {
 		n, rerr := resp.Body.Read(buf)
 		timer.Stop()
 		if n > 0 {
-			if p.maxBlob > 0 && w.Written()+int64(n) > p.maxBlob {
+			total += int64(n)
+			if p.maxBlob > 0 && total > p.maxBlob {
 				w.Abort()
 				return fmt.Errorf("blob %s: %w (%d)", f.digest, ErrTooLarge, p.maxBlob)
 			}
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				w.Abort()
-				return fmt.Errorf("write blob %s: %w", f.digest, werr)
+			data := buf[:n]
+			if relayHash == nil {
+				m, werr := w.Write(data)
+				switch {
+				case werr == nil:
+					f.progress(int64(n))
+					data = nil
+				case errors.Is(werr, syscall.ENOSPC):
+					// The disk is full. The clients already reading still
+					// get every byte, from memory; nothing is stored.
+					f.progress(int64(m))
+					relayHash, data = w.Hash(), data[m:]
+					w.Abort()
+					f.startRelay()
+					p.log.Warn("cache disk full: relaying the download to its clients without storing it",
+						"registry", up.cfg.Name, "repository", repo, "digest", f.digest, "error", werr)
+				default:
+					w.Abort()
+					return fmt.Errorf("write blob %s: %w", f.digest, werr)
+				}
+			}
+			if len(data) > 0 {
+				relayHash.Write(data)
+				if err := f.push(ctx, data); err != nil {
+					return err
+				}
 			}
 			p.metrics.upstreamBytes.WithLabelValues(up.cfg.Name).Add(float64(n))
-			f.progress(int64(n))
 		}
 		if rerr == io.EOF {
 			break
@@ -260,6 +297,15 @@ func (p *Proxy) download(ctx context.Context, cancel context.CancelFunc, f *fill
 			return ue
 		}
 		timer.Reset(stall)
+	}
+	if relayHash != nil {
+		if size >= 0 && total != size {
+			return fmt.Errorf("blob %s: got %d bytes, expected %d: %w", f.digest, total, size, cache.ErrSizeMismatch)
+		}
+		if got := digest.NewDigest(f.digest.Algorithm(), relayHash); got != f.digest {
+			return fmt.Errorf("blob %s: got %s: %w", f.digest, got, cache.ErrDigestMismatch)
+		}
+		return errRelayed
 	}
 	return w.Commit()
 }

@@ -49,7 +49,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"registry", "kind"}),
 		fills: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lifeboat_proxy_fills_total",
-			Help: "Finished blob downloads into the cache, by registry and result (ok, error, digest_mismatch).",
+			Help: "Finished blob downloads into the cache, by registry and result (ok, error, digest_mismatch, disk_full: relayed to its clients from memory, not stored).",
 		}, []string{"registry", "result"}),
 		fillsInProgress: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "lifeboat_proxy_fills_in_progress",

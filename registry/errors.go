@@ -57,6 +57,8 @@ func toAPIError(k kind, err error) apiError {
 		return apiError{http.StatusForbidden, codeDenied, err.Error()}
 	case errors.Is(err, proxy.ErrDigestMismatch):
 		return apiError{http.StatusBadGateway, codeDigestInvalid, err.Error()}
+	case errors.Is(err, proxy.ErrDiskFull):
+		return apiError{http.StatusServiceUnavailable, codeUnavailable, err.Error()}
 	case errors.Is(err, proxy.ErrTooLarge):
 		return apiError{http.StatusBadGateway, codeSizeInvalid, err.Error()}
 	case errors.As(err, &ue):
