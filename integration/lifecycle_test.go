@@ -171,3 +171,26 @@ func TestAdminCommandsAgainstARunningLifeboat(t *testing.T) {
 	assert.Equal(t, 1, code, "a held data dir with no admin endpoint is a clear error, not a hang")
 	assert.Contains(t, out, "does not answer")
 }
+
+func TestPrefetchOnADataDirWithNoLifeboatRunning(t *testing.T) {
+	t.Parallel()
+	up := upstreamtest.Start(t)
+	img := upstreamtest.RandomImage(t, 64<<10, 2)
+	up.Push(t, "app:v1", img)
+	dataDir := t.TempDir()
+	cfg := filepath.Join(t.TempDir(), "lifeboat.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte(fmt.Sprintf("defaultRegistry: %s\nupstreams:\n  - name: %s\n    url: %s\n", upstreamName, upstreamName, up.URL)), 0o644))
+
+	code, out := lifeboatCLI(t, "prefetch", "--data-dir", dataDir, "--config", cfg, "--pin", upstreamName+"/app:v1")
+	require.Equal(t, 0, code, out)
+	code, out = lifeboatCLI(t, "ls", "--data-dir", dataDir)
+	require.Equal(t, 0, code, out)
+	assert.Contains(t, out, upstreamName+"/app:v1")
+	assert.Contains(t, out, "yes", "pinned")
+
+	// Served from that cache with upstream gone.
+	up.Stop()
+	lb := startLifeboat(t, dataDir, "--config", cfg)
+	want, _ := img.Digest()
+	assert.Equal(t, want, pullCrane(t, lb, "app:v1"))
+}

@@ -288,9 +288,10 @@ var errDamaged = errors.New("damaged blobs found")
 
 // prefetch: lifeboat prefetch REF...
 func prefetch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	a := newAdminFlags("prefetch", "REF...", "Warm a running lifeboat: fetch each image (for a multi-platform index, only the --platform children) and all its blobs.", stderr)
-	platforms := a.fs.String("platform", "", "comma-separated os/arch[/variant] for indexes (default: the lifeboat host's linux/<arch>)")
+	a := newAdminFlags("prefetch", "REF...", "Fetch images into the cache: each image (for a multi-platform index, only the --platform children) and all its blobs.\nThrough a running lifeboat when one holds the data directory; otherwise directly, with serve's settings (--config, LIFEBOAT_* env).", stderr)
+	platforms := a.fs.String("platform", "", "comma-separated os/arch[/variant] for indexes (default: linux/<this machine's arch>)")
 	pin := a.fs.Bool("pin", false, "pin the images so they are never evicted")
+	config := a.fs.String("config", os.Getenv("LIFEBOAT_CONFIG"), "serve's config file, for the upstreams when no lifeboat runs (env LIFEBOAT_CONFIG)")
 	if err := a.parse(args); err != nil {
 		return err
 	}
@@ -300,6 +301,17 @@ func prefetch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var plats []string
 	if *platforms != "" {
 		plats = strings.Split(*platforms, ",")
+	}
+	if err := os.MkdirAll(a.dataDir, 0o755); err != nil {
+		return err
+	}
+	s, err := a.openOrRemote()
+	if err != nil {
+		return err
+	}
+	if s != nil {
+		defer s.Close()
+		return prefetchHere(ctx, a, s, *config, plats, *pin, stdout, stderr)
 	}
 	failed := 0
 	for _, ref := range a.fs.Args() {
@@ -323,20 +335,75 @@ func prefetch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		if err := json.Unmarshal([]byte(last), &result); err != nil {
 			return fmt.Errorf("prefetch %s: the admin endpoint's answer ended early", ref)
 		}
-		if a.output == "json" {
-			_ = printJSON(stdout, result)
-		}
-		if result.Error != "" {
+		if !reportPrefetch(a, ref, result.Result, result.Error, stdout, stderr) {
 			failed++
-			fmt.Fprintf(stderr, "prefetch %s: %s\n", ref, result.Error)
-			continue
-		}
-		if a.output == "table" {
-			fmt.Fprintf(stdout, "%s: %s, %d blobs, %s\n", ref, result.Result.Digest, result.Result.Blobs, humanBytes(result.Result.Bytes))
 		}
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d of %d images failed", failed, a.fs.NArg())
 	}
 	return nil
+}
+
+// prefetchHere prefetches with a proxy of its own on the data directory.
+func prefetchHere(ctx context.Context, a *adminFlags, s *cache.Store, config string, plats []string, pin bool, stdout, stderr io.Writer) error {
+	var cfgArgs []string
+	if config != "" {
+		cfgArgs = []string{"--config", config}
+	}
+	cfg, err := loadServeConfig(cfgArgs, stderr)
+	if err != nil {
+		return err
+	}
+	keychain, err := cfg.keychain()
+	if err != nil {
+		return err
+	}
+	p, err := cfg.newProxy(s, keychain, newLogger(cfg, stderr), nil)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	failed := 0
+	for _, ref := range a.fs.Args() {
+		progress := func(line string) {
+			if a.output == "table" {
+				fmt.Fprintln(stdout, line)
+			}
+		}
+		res, err := p.Prefetch(ctx, proxy.PrefetchItem{Ref: ref, Platforms: plats}, progress)
+		if err == nil && pin {
+			err = s.AddPin("admin", cache.Pin{Ref: ref, Digest: res.Digest})
+		}
+		msg := ""
+		if err != nil {
+			msg = err.Error()
+		}
+		if !reportPrefetch(a, ref, res, msg, stdout, stderr) {
+			failed++
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d images failed", failed, a.fs.NArg())
+	}
+	return nil
+}
+
+// reportPrefetch prints one image's outcome and reports success.
+func reportPrefetch(a *adminFlags, ref string, res proxy.PrefetchResult, errMsg string, stdout, stderr io.Writer) bool {
+	if a.output == "json" {
+		out := map[string]any{"result": res}
+		if errMsg != "" {
+			out["error"] = errMsg
+		}
+		_ = printJSON(stdout, out)
+	}
+	if errMsg != "" {
+		fmt.Fprintf(stderr, "prefetch %s: %s\n", ref, errMsg)
+		return false
+	}
+	if a.output == "table" {
+		fmt.Fprintf(stdout, "%s: %s, %d blobs, %s\n", ref, res.Digest, res.Blobs, humanBytes(res.Bytes))
+	}
+	return true
 }

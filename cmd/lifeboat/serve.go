@@ -36,11 +36,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	log := newLogger(cfg, stderr)
 
-	keychain := authn.Keychain(authn.NewMultiKeychain())
-	if cfg.DockerConfig != "" {
-		if keychain, err = proxy.DockerConfigKeychain(cfg.DockerConfig); err != nil {
-			return err
-		}
+	keychain, err := cfg.keychain()
+	if err != nil {
+		return err
 	}
 	store, err := cache.Open(cfg.DataDir, cache.Options{})
 	if err != nil {
@@ -61,10 +59,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	buildInfo.Set(1)
 	reg.MustRegister(buildInfo)
 
-	p, err := proxy.New(store, proxy.Options{
-		Upstreams: cfg.proxyUpstreams(), DefaultRegistry: cfg.DefaultRegistry, Keychain: keychain,
-		MaxBlobSize: cfg.MaxBlobSize, Logger: log, Registerer: reg,
-	})
+	p, err := cfg.newProxy(store, keychain, log, reg)
 	if err != nil {
 		return err
 	}
@@ -174,4 +169,20 @@ func newLogger(cfg serveConfig, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// keychain is the upstream credentials: --docker-config, or anonymous.
+func (c serveConfig) keychain() (authn.Keychain, error) {
+	if c.DockerConfig == "" {
+		return authn.NewMultiKeychain(), nil
+	}
+	return proxy.DockerConfigKeychain(c.DockerConfig)
+}
+
+// newProxy builds the proxy serve (and an offline prefetch) uses.
+func (c serveConfig) newProxy(store *cache.Store, keychain authn.Keychain, log *slog.Logger, reg prometheus.Registerer) (*proxy.Proxy, error) {
+	return proxy.New(store, proxy.Options{
+		Upstreams: c.proxyUpstreams(), DefaultRegistry: c.DefaultRegistry, Keychain: keychain,
+		MaxBlobSize: c.MaxBlobSize, Logger: log, Registerer: reg,
+	})
 }
