@@ -98,7 +98,8 @@ func (p *Proxy) RunEviction(ctx context.Context, opts EvictionOptions) {
 }
 
 // RunPrefetch prefetches and pins items now and every interval until ctx
-// ends.
+// ends; after a failure (upstream down at start) it tries again within a
+// minute rather than a whole interval.
 func (p *Proxy) RunPrefetch(ctx context.Context, items []PrefetchItem, interval time.Duration) {
 	if len(items) == 0 {
 		return
@@ -106,16 +107,16 @@ func (p *Proxy) RunPrefetch(ctx context.Context, items []PrefetchItem, interval 
 	if interval <= 0 {
 		interval = time.Hour
 	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
 	for {
+		next := interval
 		if err := p.PrefetchAll(ctx, items); err != nil && ctx.Err() == nil {
-			p.log.Warn("prefetch incomplete; retrying at the next interval", "interval", interval, "error", err)
+			next = min(interval, time.Minute)
+			p.log.Warn("prefetch incomplete; retrying", "in", next, "error", err)
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(next):
 		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/distribution/reference"
 	"github.com/lifeboat-dev/lifeboat/proxy"
 	"sigs.k8s.io/yaml"
 )
@@ -335,8 +336,12 @@ func (c serveConfig) validate() error {
 		seen[u.Name] = true
 	}
 	for _, item := range c.Prefetch {
-		if item.Ref == "" {
-			errs = append(errs, errors.New("prefetch: an item without ref"))
+		named, err := reference.ParseNormalizedNamed(item.Ref)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("prefetch %q: %w", item.Ref, err))
+		case !seen[reference.Domain(named)]:
+			errs = append(errs, fmt.Errorf("prefetch %q: registry %s is not among the upstreams", item.Ref, reference.Domain(named)))
 		}
 	}
 	if !seen[c.DefaultRegistry] {

@@ -80,6 +80,10 @@ func TestConfigErrors(t *testing.T) {
 	dir := t.TempDir()
 	typo := filepath.Join(dir, "typo.yaml")
 	require.NoError(t, os.WriteFile(typo, []byte("listn: 127.0.0.1:1\n"), 0o644))
+	prefetchOther := filepath.Join(dir, "prefetch-other.yaml")
+	require.NoError(t, os.WriteFile(prefetchOther, []byte("prefetch:\n  - ref: quay.io/prometheus/node-exporter:v1\nupstreams:\n  - {name: docker.io, url: https://registry-1.docker.io}\n"), 0o644))
+	prefetchBad := filepath.Join(dir, "prefetch-bad.yaml")
+	require.NoError(t, os.WriteFile(prefetchBad, []byte("prefetch:\n  - ref: \"Not A Reference\"\n"), 0o644))
 	badDur := filepath.Join(dir, "dur.yaml")
 	require.NoError(t, os.WriteFile(badDur, []byte("tagTTL: 30\n"), 0o644))
 	for name, args := range map[string][]string{
