@@ -340,3 +340,38 @@ func countMetric(scrape, series string) float64 {
 	}
 	return 0
 }
+
+// TestContainerdImagesArePinned: with --containerd-socket, the images
+// containerd holds are pinned in lifeboat's cache: a cap that evicts
+// everything else keeps them.
+func TestContainerdImagesArePinned(t *testing.T) {
+	t.Parallel()
+	bins := containerdBinaries(t)
+	up := upstreamtest.Start(t)
+	used := upstreamtest.RandomImage(t, 256<<10, 1)
+	up.Push(t, "team/used:v1", used)
+	other := upstreamtest.RandomImage(t, 256<<10, 1)
+	up.Push(t, "team/other:v1", other)
+
+	// A lifeboat to pull through first, then containerd holds team/used.
+	dataDir := t.TempDir()
+	lb := startLifeboat(t, dataDir, "--upstream", upstreamName+"="+up.URL, "--default-registry", upstreamName)
+	c := startContainerd(t, bins["2.x"], "2.x", upstreamName, lb.URL, up.URL)
+	_, _, err := c.pull(t, upstreamName+"/team/used:v1", time.Minute)
+	require.NoError(t, err)
+	pullCrane(t, lb, "team/other:v1") // cached, but containerd does not hold it
+	lb.Stop(t)
+
+	cfg := filepath.Join(t.TempDir(), "lifeboat.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("maxSize: 1\nminFreeDisk: 0\neviction:\n  interval: 100ms\n  keepRecent: 1ms\n"), 0o644))
+	lb = startLifeboat(t, dataDir, "--config", cfg, "--upstream", upstreamName+"="+up.URL, "--default-registry", upstreamName,
+		"--containerd-socket", filepath.Join(c.dir, "c.sock"))
+	usedDigest, _ := used.Digest()
+	otherDigest, _ := other.Digest()
+	require.Eventually(t, func() bool {
+		code, out := lifeboatCLI(t, "ls", "--data-dir", dataDir, "--admin", lb.AdminURL, "-o", "json")
+		return code == 0 && !strings.Contains(out, otherDigest.String()) && strings.Contains(out, usedDigest.String())
+	}, 20*time.Second, 100*time.Millisecond, "over the cap, the image containerd holds stays and the other goes")
+	_, out := lifeboatCLI(t, "ls", "--data-dir", dataDir, "--admin", lb.AdminURL)
+	assert.Contains(t, out, "yes", "pinned:\n%s", out)
+}

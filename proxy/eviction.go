@@ -25,6 +25,9 @@ type EvictionOptions struct {
 	// content accessed this recently is never evicted: it is what the node
 	// lives on until upstream is back. Zero: 24h.
 	KeepDuringOutage time.Duration
+	// BeforePass, if set, runs before each periodic pass (to refresh pins
+	// from containerd, say).
+	BeforePass func(context.Context)
 }
 
 func (o EvictionOptions) withDefaults() EvictionOptions {
@@ -86,6 +89,9 @@ func (p *Proxy) RunEviction(ctx context.Context, opts EvictionOptions) {
 	t := time.NewTicker(opts.Interval)
 	defer t.Stop()
 	for {
+		if opts.BeforePass != nil {
+			opts.BeforePass(ctx)
+		}
 		if _, err := p.Evict(opts, false); err != nil {
 			p.log.Error("eviction failed", "error", err)
 		}

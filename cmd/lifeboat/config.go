@@ -55,6 +55,7 @@ type serveConfig struct {
 	Eviction         evictionConfig       `json:"eviction"`
 	Prefetch         []proxy.PrefetchItem `json:"prefetch"`
 	PrefetchInterval duration             `json:"prefetchInterval"`
+	ContainerdSocket string               `json:"containerdSocket"`
 }
 
 type evictionConfig struct {
@@ -204,6 +205,7 @@ func serveSettings() []setting {
 			c.MinFreeDisk = f
 			return err
 		}},
+		{"containerd-socket", "containerd's socket: images containerd holds (CRI ListImages) are pinned, never evicted (empty: off)", str(func(c *serveConfig) *string { return &c.ContainerdSocket })},
 		{"tag-ttl", "skip revalidating a tag upstream confirmed less than this ago (0: always revalidate)", func(c *serveConfig, v string) error {
 			d, err := time.ParseDuration(v)
 			c.TagTTL = duration(d)
@@ -240,7 +242,7 @@ func loadServeConfig(args []string, stderr io.Writer) (serveConfig, error) {
 		"listen": def.Listen, "metrics-listen": def.MetricsListen, "admin-listen": def.AdminListen, "data-dir": def.DataDir,
 		"default-registry": def.DefaultRegistry, "docker-config": def.DockerConfig,
 		"log-level": def.LogLevel, "log-format": def.LogFormat, "tag-ttl": "0s",
-		"max-size": "0", "min-free-disk": "10%",
+		"max-size": "0", "min-free-disk": "10%", "containerd-socket": "",
 	}
 	values := map[string]*string{}
 	var upstreams repeated

@@ -99,6 +99,14 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	// The admin API changes the cache: its own listener, loopback by
 	// default, so that exposing metrics to Prometheus does not expose it.
 	eviction := cfg.evictionOptions()
+	if cfg.ContainerdSocket != "" {
+		pins, err := newContainerdPins(cfg.ContainerdSocket, store, log)
+		if err != nil {
+			return err
+		}
+		defer pins.Close()
+		eviction.BeforePass = pins.refresh
+	}
 	adminMux := http.NewServeMux()
 	adminHandler(adminMux, p, store, eviction)
 
