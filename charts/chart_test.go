@@ -728,7 +728,7 @@ func TestFullValues(t *testing.T) {
 	assert.Equal(t, "40GiB", cfg.MaxSize)
 	assert.Equal(t, "15%", cfg.MinFreeDisk)
 	assert.Equal(t, "30m", cfg.PrefetchInterval)
-	assert.Equal(t, []lbPrefetch{{Ref: "registry.k8s.io/pause:3.10"}, {Ref: "docker.io/library/nginx:1.27", Platforms: []string{"linux/amd64", "linux/arm64"}}}, cfg.Prefetch)
+	assert.Equal(t, []lbPrefetch{{Ref: "ghcr.io/example/pause:3.10"}, {Ref: "docker.io/library/nginx:1.27", Platforms: []string{"linux/amd64", "linux/arm64"}}}, cfg.Prefetch)
 	assert.Equal(t, &lbTimeouts{Dial: "2s", TLSHandshake: "4s", ResponseHeader: "8s", Revalidate: "1s", Request: "8s", BodyStall: "45s"}, cfg.Timeouts)
 	assert.Equal(t, &lbBreaker{Failures: 4, Backoff: "3s", MaxBackoff: "2m"}, cfg.Breaker)
 	require.Len(t, cfg.Upstreams, 3)
