@@ -88,6 +88,8 @@ func (s *Store) OpenBlob(d digest.Digest) (*os.File, BlobInfo, error) {
 
 // forget removes a blob's rows and file: it was found damaged or missing.
 func (s *Store) forget(d digest.Digest) {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
 	_ = os.Remove(s.blobPath(d))
 	_ = s.db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketBlobs, bucketManifests, bucketAccess} {
@@ -172,6 +174,8 @@ func (w *Ingest) commit(extra func(*bolt.Tx) error) (err error) {
 	if err := w.f.Close(); err != nil {
 		return fmt.Errorf("close ingest file: %w", err)
 	}
+	w.s.commitMu.RLock()
+	defer w.s.commitMu.RUnlock()
 	dst := w.s.blobPath(w.d)
 	if err := mkdirSynced(filepath.Dir(dst)); err != nil {
 		return err

@@ -76,19 +76,60 @@ func (s *Store) DiskSpace() (free, size int64, err error) {
 // either does). Pinned images and anything accessed after
 // opts.KeepAccessedAfter are never evicted. Readers of an evicted file keep
 // reading it: the space is freed when they close it.
+//
+// The choice and the removal of rows happen in one write transaction, with
+// commits held off, so no manifest, tag or blob committed meanwhile can be
+// missed by the choice or removed by it.
 func (s *Store) Evict(opts EvictOptions) (EvictReport, error) {
+	s.evictMu.Lock()
+	defer s.evictMu.Unlock()
 	start := time.Now()
-	g, err := s.snapshot()
-	if err != nil {
+	if err := s.FlushAccess(); err != nil {
 		return EvictReport{}, err
 	}
 	var r EvictReport
-	for _, n := range g.size {
-		r.SizeBefore += n
-	}
 	r.FreeBefore, r.DiskSize, _ = s.DiskSpace()
 	if r.DiskSize > 0 {
 		opts.MinFree = max(opts.MinFree, int64(opts.MinFreeFraction*float64(r.DiskSize)))
+	}
+	var removed map[digest.Digest]bool
+	decide := func(tx *bolt.Tx) error {
+		g, err := s.readGraph(tx)
+		if err != nil {
+			return err
+		}
+		removed = plan(g, opts, &r)
+		return nil
+	}
+	if opts.DryRun {
+		err := s.db.View(decide)
+		r.Duration = time.Since(start)
+		return r, err
+	}
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := decide(tx); err != nil || len(removed) == 0 {
+			return err
+		}
+		return s.removeRows(tx, removed, &r)
+	})
+	if err != nil {
+		return r, fmt.Errorf("evict: %w", err)
+	}
+	if len(removed) > 0 {
+		if err := s.unlink(removed); err != nil {
+			return r, err
+		}
+	}
+	r.Duration = time.Since(start)
+	return r, nil
+}
+
+// plan chooses what to evict from g and fills in r's sizes.
+func plan(g *graph, opts EvictOptions, r *EvictReport) map[digest.Digest]bool {
+	for _, n := range g.size {
+		r.SizeBefore += n
 	}
 	if opts.MaxSize > 0 && r.SizeBefore > opts.MaxSize {
 		r.Needed = r.SizeBefore - int64(lowWater*float64(opts.MaxSize))
@@ -102,15 +143,13 @@ func (s *Store) Evict(opts EvictOptions) (EvictReport, error) {
 	for d := range pinned {
 		r.PinnedBytes += g.size[d]
 	}
+	removed := map[digest.Digest]bool{}
 	if r.Needed <= 0 {
-		r.Duration = time.Since(start)
-		return r, nil
+		return removed
 	}
-
 	keep := func(d digest.Digest) bool {
 		return pinned[d] || g.access[d].After(opts.KeepAccessedAfter)
 	}
-	removed := map[digest.Digest]bool{}
 	freed := int64(0)
 	remove := func(d digest.Digest, reason string) {
 		removed[d] = true
@@ -175,46 +214,50 @@ func (s *Store) Evict(opts EvictOptions) (EvictReport, error) {
 	slices.Sort(r.Tags)
 	r.SizeAfter = r.SizeBefore - freed
 	r.ObjectsAfter -= int64(len(removed))
-	if !opts.DryRun && len(removed) > 0 {
-		if err := s.remove(removed, r.Tags); err != nil {
-			return r, err
-		}
-	}
-	r.Duration = time.Since(start)
-	return r, nil
+	return removed
 }
 
-// remove deletes rows, then files: a reader finds either both or no row,
-// and a crash in between leaves files without rows, which Open adopts or
-// removes.
-func (s *Store) remove(blobs map[digest.Digest]bool, tags []string) error {
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		for d := range blobs {
-			for _, b := range [][]byte{bucketBlobs, bucketManifests, bucketAccess} {
-				if err := bucket(tx, b).Delete([]byte(d.String())); err != nil {
-					return err
-				}
+// removeRows deletes the rows of removed blobs and the tags resolving to
+// them, and records tombstones: if the process dies before the files are
+// unlinked, Open removes them without re-hashing.
+func (s *Store) removeRows(tx *bolt.Tx, removed map[digest.Digest]bool, r *EvictReport) error {
+	for d := range removed {
+		for _, b := range [][]byte{bucketBlobs, bucketManifests, bucketAccess} {
+			if err := bucket(tx, b).Delete([]byte(d.String())); err != nil {
+				return err
 			}
 		}
-		for _, t := range tags {
-			if err := bucket(tx, bucketTags).Delete([]byte(t)); err != nil {
+		if err := bucket(tx, bucketTombstones).Put([]byte(d.String()), nil); err != nil {
+			return err
+		}
+	}
+	for _, t := range r.Tags {
+		if err := bucket(tx, bucketTags).Delete([]byte(t)); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	for d := range removed {
+		delete(s.access, d)
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// unlink removes evicted files, then their tombstones. The caller holds
+// commitMu, so no commit of the same digest can be undone here.
+func (s *Store) unlink(removed map[digest.Digest]bool) error {
+	for d := range removed {
+		if err := os.Remove(s.blobPath(d)); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("evict: %w", err)
+		}
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		for d := range removed {
+			if err := bucket(tx, bucketTombstones).Delete([]byte(d.String())); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("evict: %w", err)
-	}
-	s.mu.Lock()
-	for d := range blobs {
-		delete(s.access, d)
-	}
-	s.mu.Unlock()
-	for d := range blobs {
-		if err := os.Remove(s.blobPath(d)); err != nil && !os.IsNotExist(err) {
-			return fmt.Errorf("evict: %w", err)
-		}
-	}
-	return nil
 }

@@ -28,12 +28,24 @@ func (s *Store) snapshot() (*graph, error) {
 	if err := s.FlushAccess(); err != nil {
 		return nil, err
 	}
+	var g *graph
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		g, err = s.readGraph(tx)
+		return err
+	})
+	return g, err
+}
+
+// readGraph reads the graph in tx, with access times not yet flushed
+// merged in.
+func (s *Store) readGraph(tx *bolt.Tx) (*graph, error) {
 	g := &graph{
 		size: map[digest.Digest]int64{}, refs: map[digest.Digest][]digest.Digest{}, mediaType: map[digest.Digest]string{},
 		parents: map[digest.Digest]int{}, access: map[digest.Digest]time.Time{},
 		tags: map[digest.Digest][]string{}, tagRows: map[string]Tag{}, pinned: map[digest.Digest][]Pin{},
 	}
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := func() error {
 		if err := bucket(tx, bucketBlobs).ForEach(func(k, v []byte) error {
 			var rec blobRecord
 			if json.Unmarshal(v, &rec) == nil {
@@ -78,10 +90,17 @@ func (s *Store) snapshot() (*graph, error) {
 			}
 			return nil
 		})
-	})
+	}()
 	if err != nil {
 		return nil, err
 	}
+	s.mu.Lock()
+	for d, t := range s.access {
+		if t.After(g.access[d]) {
+			g.access[d] = t
+		}
+	}
+	s.mu.Unlock()
 	for m, refs := range g.refs {
 		if _, stored := g.size[m]; !stored {
 			delete(g.refs, m)

@@ -68,6 +68,15 @@ func (s *Store) GetManifest(d digest.Digest) (Manifest, error) {
 // ParseManifest returns the digests a manifest or index refers to (config,
 // layers, child manifests, blobs) and the media type it declares.
 func ParseManifest(body []byte) ([]digest.Digest, string, error) {
+	refs, mt, _, err := parseManifestKind(body)
+	return refs, mt, err
+}
+
+// parseManifestKind is ParseManifest that also says what the body looks
+// like when it declares no media type (the field is optional in OCI): an
+// OCI index (manifests) or an OCI image manifest (config and layers); ""
+// when it is neither.
+func parseManifestKind(body []byte) ([]digest.Digest, string, string, error) {
 	type descriptor struct {
 		Digest digest.Digest `json:"digest"`
 	}
@@ -80,10 +89,17 @@ func ParseManifest(body []byte) ([]digest.Digest, string, error) {
 		Blobs         []descriptor `json:"blobs"`
 	}
 	if err := json.Unmarshal(body, &m); err != nil {
-		return nil, "", fmt.Errorf("not a manifest: %w", err)
+		return nil, "", "", fmt.Errorf("not a manifest: %w", err)
 	}
 	if m.SchemaVersion != 2 {
-		return nil, "", fmt.Errorf("not a manifest: schemaVersion %d", m.SchemaVersion)
+		return nil, "", "", fmt.Errorf("not a manifest: schemaVersion %d", m.SchemaVersion)
+	}
+	kind := ""
+	switch {
+	case m.Manifests != nil:
+		kind = "application/vnd.oci.image.index.v1+json"
+	case m.Config != nil && m.Layers != nil:
+		kind = "application/vnd.oci.image.manifest.v1+json"
 	}
 	var refs []digest.Digest
 	all := append(append(append([]descriptor{}, m.Layers...), m.Manifests...), m.Blobs...)
@@ -92,9 +108,9 @@ func ParseManifest(body []byte) ([]digest.Digest, string, error) {
 	}
 	for _, d := range all {
 		if d.Digest.Validate() != nil {
-			return nil, "", fmt.Errorf("invalid digest %q in manifest", d.Digest)
+			return nil, "", "", fmt.Errorf("invalid digest %q in manifest", d.Digest)
 		}
 		refs = append(refs, d.Digest)
 	}
-	return refs, m.MediaType, nil
+	return refs, m.MediaType, kind, nil
 }

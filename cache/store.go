@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,15 +26,16 @@ var ErrNotFound = errors.New("not found in cache")
 var ErrLocked = errors.New("data directory is in use by another process")
 
 var (
-	bucketRoot      = []byte("v1")
-	bucketBlobs     = []byte("blobs")
-	bucketManifests = []byte("manifests")
-	bucketTags      = []byte("tags")
-	bucketTagLists  = []byte("taglists")
-	bucketAccess    = []byte("access")
-	bucketPins      = []byte("pins")
+	bucketRoot       = []byte("v1")
+	bucketBlobs      = []byte("blobs")
+	bucketManifests  = []byte("manifests")
+	bucketTags       = []byte("tags")
+	bucketTagLists   = []byte("taglists")
+	bucketAccess     = []byte("access")
+	bucketPins       = []byte("pins")
+	bucketTombstones = []byte("tombstones")
 
-	allBuckets = [][]byte{bucketBlobs, bucketManifests, bucketTags, bucketTagLists, bucketAccess, bucketPins}
+	allBuckets = [][]byte{bucketBlobs, bucketManifests, bucketTags, bucketTagLists, bucketAccess, bucketPins, bucketTombstones}
 )
 
 // Options tune a Store. The zero value is usable.
@@ -55,6 +57,11 @@ type Store struct {
 	access map[digest.Digest]time.Time // not yet flushed to bbolt
 
 	rebuiltFrom string // a corrupt index moved aside at Open, if any
+
+	// commitMu: a commit (rename and index row) holds it shared; eviction
+	// holds it exclusively while it chooses, removes rows and unlinks.
+	commitMu sync.RWMutex
+	evictMu  sync.Mutex // one eviction at a time
 }
 
 // maxManifestBytes bounds what is read to recognise an adopted manifest.
@@ -189,7 +196,14 @@ func (s *Store) removeIngestLeftovers() error {
 // otherwise.
 func (s *Store) reconcile() error {
 	rows := map[string]int64{}
+	tombstones := map[string]bool{}
 	err := s.db.View(func(tx *bolt.Tx) error {
+		if err := bucket(tx, bucketTombstones).ForEach(func(k, _ []byte) error {
+			tombstones[string(k)] = true
+			return nil
+		}); err != nil {
+			return err
+		}
 		return bucket(tx, bucketBlobs).ForEach(func(k, v []byte) error {
 			var rec blobRecord
 			if json.Unmarshal(v, &rec) == nil {
@@ -206,6 +220,7 @@ func (s *Store) reconcile() error {
 	var drop []string
 	adopt := map[string]int64{}
 	adoptedManifests := map[string]manifestRecord{}
+	adoptedAccess := map[string]time.Time{}
 	root := filepath.Join(s.dir, "blobs")
 	err = filepath.WalkDir(root, func(path string, e fs.DirEntry, err error) error {
 		if err != nil || e.IsDir() {
@@ -229,6 +244,8 @@ func (s *Store) reconcile() error {
 			drop = append(drop, d.String()) // size differs: damaged
 			delete(rows, d.String())
 			return os.Remove(path)
+		case tombstones[d.String()]:
+			return os.Remove(path) // evicted; the process died before the unlink
 		}
 		if ok, err := fileMatches(path, d); err != nil {
 			return err
@@ -236,10 +253,14 @@ func (s *Store) reconcile() error {
 			return os.Remove(path)
 		}
 		adopt[d.String()] = fi.Size()
+		adoptedAccess[d.String()] = fi.ModTime()
 		if fi.Size() <= maxManifestBytes {
 			// A manifest keeps its row (media type, references) too.
 			if body, err := os.ReadFile(path); err == nil {
-				if refs, mt, err := ParseManifest(body); err == nil && mt != "" {
+				if refs, mt, kind, err := parseManifestKind(body); err == nil && kind != "" {
+					if mt == "" {
+						mt = kind
+					}
 					adoptedManifests[d.String()] = manifestRecord{MediaType: mt, Refs: refs}
 				}
 			}
@@ -252,7 +273,7 @@ func (s *Store) reconcile() error {
 	for k := range rows { // rows left have no file
 		drop = append(drop, k)
 	}
-	if len(drop) == 0 && len(adopt) == 0 {
+	if len(drop) == 0 && len(adopt) == 0 && len(tombstones) == 0 {
 		return nil
 	}
 	now := s.now()
@@ -272,6 +293,17 @@ func (s *Store) reconcile() error {
 				if err := putJSON(tx, bucketManifests, k, m); err != nil {
 					return err
 				}
+			}
+			// Its file's time stands for its last access, so that
+			// eviction after a rebuild is not arbitrary.
+			t := adoptedAccess[k]
+			if err := bucket(tx, bucketAccess).Put([]byte(k), binary.BigEndian.AppendUint64(nil, uint64(t.UnixNano()))); err != nil {
+				return err
+			}
+		}
+		for k := range tombstones {
+			if err := bucket(tx, bucketTombstones).Delete([]byte(k)); err != nil {
+				return err
 			}
 		}
 		return nil

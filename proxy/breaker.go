@@ -56,19 +56,20 @@ func newBreaker(cfg BreakerConfig, now func() time.Time, onChange func(open bool
 	return &breaker{cfg: cfg, now: now, onChange: onChange, backoff: cfg.Backoff}
 }
 
-// allow reports whether a call may go upstream now. A true answer while the
-// circuit is open makes the caller the probe: it must report its outcome.
-func (b *breaker) allow() bool {
+// allow reports whether a call may go upstream now, and whether it is the
+// probe: a call let through while the circuit is open, whose outcome alone
+// decides whether the circuit closes or backs off further.
+func (b *breaker) allow() (ok, probe bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !b.open {
-		return true
+		return true, false
 	}
 	if b.probing || b.now().Before(b.until) {
-		return false
+		return false, false
 	}
 	b.probing = true
-	return true
+	return true, true
 }
 
 // success records an answer from upstream (any answer about the content,
@@ -84,9 +85,15 @@ func (b *breaker) success() {
 }
 
 // failure records an unavailable upstream. retryAfter, if upstream sent
-// one, opens the circuit at once for that long.
-func (b *breaker) failure(reason string, retryAfter time.Duration) {
+// one, opens the circuit at once for that long. While the circuit is open
+// only the probe's failure counts: calls that were already in flight when
+// it opened say nothing new.
+func (b *breaker) failure(reason string, retryAfter time.Duration, probe bool) {
 	b.mu.Lock()
+	if b.open && !probe {
+		b.mu.Unlock()
+		return
+	}
 	b.failures++
 	wasOpen := b.open
 	switch {
@@ -109,7 +116,10 @@ func (b *breaker) failure(reason string, retryAfter time.Duration) {
 
 // release ends a probe whose outcome says nothing about upstream's health
 // (its client went away).
-func (b *breaker) release() {
+func (b *breaker) release(probe bool) {
+	if !probe {
+		return
+	}
 	b.mu.Lock()
 	b.probing = false
 	b.mu.Unlock()

@@ -288,11 +288,11 @@ func (p *Proxy) download(ctx context.Context, cancel context.CancelFunc, f *fill
 			switch {
 			case stalled.Load():
 				ue = &UpstreamError{Registry: up.cfg.Name, Reason: ReasonTimeout, Err: fmt.Errorf("%w: no data for %s: %w", errStalled, stall, rerr)}
-				up.breaker.failure(ue.Reason, 0)
+				up.breaker.failure(ue.Reason, 0, false)
 			case ctx.Err() != nil:
 				// lifeboat's own limit or shutdown, not upstream's fault.
 			default:
-				up.breaker.failure(ue.Reason, 0)
+				up.breaker.failure(ue.Reason, 0, false)
 			}
 			return ue
 		}

@@ -260,24 +260,25 @@ var errCircuitOpen = errors.New("circuit breaker open: upstream failed repeatedl
 // other outcome is an *UpstreamError and the body is closed. While the
 // circuit breaker is open it fails at once without calling upstream.
 func (u *upstream) do(ctx context.Context, repo, method, target string, header http.Header) (*http.Response, error) {
-	if !u.breaker.allow() {
+	ok, probe := u.breaker.allow()
+	if !ok {
 		return nil, &UpstreamError{Registry: u.cfg.Name, Reason: ReasonCircuitOpen, Err: errCircuitOpen}
 	}
 	resp, err := u.send(ctx, repo, method, target, header)
-	u.record(ctx, err)
+	u.record(ctx, err, probe)
 	return resp, err
 }
 
 // record tells the breaker how a call went.
-func (u *upstream) record(ctx context.Context, err error) {
+func (u *upstream) record(ctx context.Context, err error, probe bool) {
 	var ue *UpstreamError
 	switch {
 	case err == nil:
 		u.breaker.success()
 	case errors.Is(ctx.Err(), context.Canceled):
-		u.breaker.release() // the caller left; that says nothing of upstream
+		u.breaker.release(probe) // the caller left; that says nothing of upstream
 	case errors.As(err, &ue) && ue.Unavailable():
-		u.breaker.failure(ue.Reason, ue.RetryAfter)
+		u.breaker.failure(ue.Reason, ue.RetryAfter, probe)
 	default:
 		u.breaker.success() // an answer about the content: upstream is up
 	}
