@@ -31,7 +31,7 @@ bench: ## hot-path benchmarks, then the whole-process benchmark (BLOB_MIB=256)
 
 image-tarball: ## build the container image without Docker: bin/lifeboat-image.tar (IMAGE=..., PUSH=ref to push too)
 	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/lifeboat-linux ./cmd/lifeboat
-	$(GO) run ./cmd/mkimage --binary bin/lifeboat-linux --version $(VERSION) --tag $(or $(IMAGE),ghcr.io/lifeboat-dev/lifeboat:$(VERSION)) --tarball bin/lifeboat-image.tar $(if $(PUSH),--push $(PUSH))
+	$(GO) run ./cmd/mkimage --binary bin/lifeboat-linux --arch $$($(GO) env GOARCH) --version $(VERSION) --tag $(or $(IMAGE),ghcr.io/lifeboat-dev/lifeboat:$(VERSION)) --tarball bin/lifeboat-image.tar $(if $(PUSH),--push $(PUSH))
 
 clean: ## remove build output
 	rm -rf bin

@@ -86,7 +86,8 @@ func openIndex(path string, lockTimeout time.Duration) (db *bolt.DB, err error) 
 	case errors.Is(err, bolterrors.ErrTimeout):
 		return nil, ErrLocked
 	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum),
-		errors.Is(err, bolterrors.ErrVersionMismatch), errors.Is(err, bolterrors.ErrInvalidMapping):
+		errors.Is(err, bolterrors.ErrVersionMismatch), errors.Is(err, bolterrors.ErrInvalidMapping),
+		err != nil && strings.Contains(err.Error(), "file size too small"): // a truncated file
 		return nil, fmt.Errorf("%w: %w", errCorrupt, err)
 	case err != nil:
 		return nil, err

@@ -220,3 +220,17 @@ func TestCorruptIndexIsRebuiltFromBlobFiles(t *testing.T) {
 	assert.Equal(t, m.MediaType, got.MediaType)
 	assert.Equal(t, m.Refs, got.Refs)
 }
+
+func TestTruncatedIndexIsRebuilt(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	require.NoError(t, err)
+	d := ingest(t, s, []byte("kept through a truncated index"))
+	require.NoError(t, s.Close())
+	require.NoError(t, os.Truncate(filepath.Join(dir, "index.db"), 100))
+	s = openStore(t, dir)
+	assert.NotEmpty(t, s.RebuiltFrom())
+	_, err = s.Stat(d)
+	assert.NoError(t, err)
+}

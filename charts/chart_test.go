@@ -249,6 +249,7 @@ func deref[T any](t *testing.T, p *T) T {
 type lifeboatConfig struct {
 	Listen               string           `json:"listen"`
 	MetricsListen        string           `json:"metricsListen"`
+	AdminListen          string           `json:"adminListen"`
 	DataDir              string           `json:"dataDir"`
 	DefaultRegistry      string           `json:"defaultRegistry"`
 	DockerConfig         *string          `json:"dockerConfig"`
@@ -462,6 +463,7 @@ func TestDefaults(t *testing.T) {
 	cfg, _ := m.lifeboatConfig(t, name)
 	assert.Equal(t, "127.0.0.1:5000", cfg.Listen, "the registry API on loopback only")
 	assert.Equal(t, "0.0.0.0:9090", cfg.MetricsListen, "Prometheus scrapes the node IP")
+	assert.Equal(t, "127.0.0.1:9091", cfg.AdminListen, "the admin API stays on the node")
 	assert.Equal(t, "/var/lib/lifeboat", cfg.DataDir)
 	assert.Empty(t, deref(t, cfg.DockerConfig), "anonymous: no ~/.docker/config.json lookup either")
 	assert.Equal(t, "json", cfg.LogFormat)
@@ -1105,7 +1107,7 @@ func TestBinaryAcceptsConfig(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, bin, "serve", "--config", cfgFile,
-				"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+				"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
 				"--data-dir", t.TempDir(), "--docker-config", creds)
 			cmd.Env = cleanEnv()
 			stderr, err := cmd.StderrPipe()

@@ -43,6 +43,7 @@ func TestImageBuiltWithoutDocker(t *testing.T) {
 	bins2, err := filepath.Glob(filepath.Join(c.dir, "root", "io.containerd.snapshotter.v1.native", "snapshots", "*", "lifeboat"))
 	require.NoError(t, err)
 	require.Len(t, bins2, 1, "the image's rootfs holds /lifeboat")
+	assert.FileExists(t, filepath.Join(filepath.Dir(bins2[0]), "etc", "ssl", "certs", "ca-certificates.crt"), "the image can verify https upstreams")
 	ver, err := exec.Command(bins2[0], "version").CombinedOutput()
 	require.NoError(t, err, "%s", ver)
 	assert.Contains(t, string(ver), "lifeboat image-test")

@@ -185,7 +185,13 @@ func (p *Proxy) PrefetchAll(ctx context.Context, items []PrefetchItem) error {
 		}
 		p.metrics.prefetch.WithLabelValues("ok").Inc()
 		p.log.Info("prefetched", "ref", item.Ref, "digest", res.Digest, "blobs", res.Blobs, "bytes", res.Bytes, "duration", time.Since(start))
-		pins = append(pins, cache.Pin{Ref: item.Ref, Digest: res.Digest, Pinned: p.now()})
+		pin := cache.Pin{Ref: item.Ref, Digest: res.Digest, Pinned: p.now()}
+		// Pinned at once: a long list must not lose its first images to
+		// eviction before the list is done.
+		if err := p.store.AddPin(PinSource, pin); err != nil {
+			return err
+		}
+		pins = append(pins, pin)
 	}
 	if err := p.store.ReplacePins(PinSource, pins); err != nil {
 		return err

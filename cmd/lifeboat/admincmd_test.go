@@ -20,7 +20,7 @@ func TestParseSizes(t *testing.T) {
 		require.NoError(t, err, in)
 		assert.Equal(t, want, got, in)
 	}
-	for _, bad := range []string{"", "lots", "-1", "5XB"} {
+	for _, bad := range []string{"", "lots", "-1", "5XB", "NaN", "Inf", "1e30GiB"} {
 		_, err := parseSize(bad)
 		assert.Error(t, err, bad)
 	}
@@ -31,6 +31,8 @@ func TestParseSizes(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, int64(20<<30), f.Bytes)
 	_, err = parseDiskFloor("150%")
+	assert.Error(t, err)
+	_, err = parseDiskFloor("NaN%")
 	assert.Error(t, err)
 }
 

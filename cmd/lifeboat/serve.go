@@ -40,16 +40,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	store, err := cache.Open(cfg.DataDir, cache.Options{})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err := store.Close(); err != nil {
-			log.Error("closing the store", "error", err)
-		}
-	}()
 
+	// Health and metrics first: opening the store can take a while (a
+	// rebuilt index re-hashes every blob), and a liveness probe must not
+	// kill a start in progress. /readyz says no until everything is up; the
+	// registry API is not even bound until then, so containerd is refused
+	// at once and pulls from the registry itself.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
@@ -58,33 +54,6 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	})
 	buildInfo.Set(1)
 	reg.MustRegister(buildInfo)
-
-	p, err := cfg.newProxy(store, keychain, log, reg)
-	if err != nil {
-		return err
-	}
-	defer p.Close() // stop downloads before the store closes (defers run last-first)
-	if moved := store.RebuiltFrom(); moved != "" {
-		p.IndexRebuilt(moved)
-	}
-	api := registry.New(p, registry.Options{Logger: log, Registerer: reg})
-
-	apiLn, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("--listen: %w", err)
-	}
-	metricsLn, err := net.Listen("tcp", cfg.MetricsListen)
-	if err != nil {
-		apiLn.Close()
-		return fmt.Errorf("--metrics-listen: %w", err)
-	}
-	adminLn, err := net.Listen("tcp", cfg.AdminListen)
-	if err != nil {
-		apiLn.Close()
-		metricsLn.Close()
-		return fmt.Errorf("--admin-listen: %w", err)
-	}
-
 	var ready atomic.Bool
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
@@ -96,24 +65,13 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		_, _ = io.WriteString(w, "ok\n")
 	})
-	// The admin API changes the cache: its own listener, loopback by
-	// default, so that exposing metrics to Prometheus does not expose it.
-	eviction := cfg.evictionOptions()
-	if cfg.ContainerdSocket != "" {
-		pins, err := newContainerdPins(cfg.ContainerdSocket, store, log)
-		if err != nil {
-			return err
-		}
-		defer pins.Close()
-		eviction.BeforePass = pins.refresh
+	metricsLn, err := net.Listen("tcp", cfg.MetricsListen)
+	if err != nil {
+		return fmt.Errorf("--metrics-listen: %w", err)
 	}
-	adminMux := http.NewServeMux()
-	adminHandler(adminMux, p, store, eviction)
-
-	servers := []*http.Server{newServer(api, log), newServer(mux, log), newServer(adminMux, log)}
 	g, gctx := errgroup.WithContext(ctx)
-	for i, ln := range []net.Listener{apiLn, metricsLn, adminLn} {
-		srv := servers[i]
+	servers := []*http.Server{newServer(mux, log)}
+	serveOn := func(srv *http.Server, ln net.Listener) {
 		g.Go(func() error {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return err
@@ -121,6 +79,58 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			return nil
 		})
 	}
+	serveOn(servers[0], metricsLn)
+	stopEarly := func(err error) error {
+		servers[0].Close()
+		_ = g.Wait()
+		return err
+	}
+
+	store, err := cache.Open(cfg.DataDir, cache.Options{})
+	if err != nil {
+		return stopEarly(err)
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error("closing the store", "error", err)
+		}
+	}()
+	p, err := cfg.newProxy(store, keychain, log, reg)
+	if err != nil {
+		return stopEarly(err)
+	}
+	defer p.Close() // stop downloads before the store closes (defers run last-first)
+	if moved := store.RebuiltFrom(); moved != "" {
+		p.IndexRebuilt(moved)
+	}
+	api := registry.New(p, registry.Options{Logger: log, Registerer: reg})
+
+	// The admin API changes the cache: its own listener, loopback by
+	// default, so that exposing metrics to Prometheus does not expose it.
+	eviction := cfg.evictionOptions()
+	if cfg.ContainerdSocket != "" {
+		pins, err := newContainerdPins(cfg.ContainerdSocket, store, log)
+		if err != nil {
+			return stopEarly(err)
+		}
+		defer pins.Close()
+		eviction.BeforePass = pins.refresh
+	}
+	adminMux := http.NewServeMux()
+	adminHandler(adminMux, p, store, eviction)
+
+	apiLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return stopEarly(fmt.Errorf("--listen: %w", err))
+	}
+	adminLn, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		apiLn.Close()
+		return stopEarly(fmt.Errorf("--admin-listen: %w", err))
+	}
+	servers = append(servers, newServer(api, log), newServer(adminMux, log))
+	serveOn(servers[1], apiLn)
+	serveOn(servers[2], adminLn)
 	g.Go(func() error {
 		t := time.NewTicker(accessFlushInterval)
 		defer t.Stop()

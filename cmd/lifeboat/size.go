@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -29,7 +30,7 @@ func parseSize(s string) (int64, error) {
 		}
 	}
 	f, err := strconv.ParseFloat(s, 64)
-	if err != nil || f < 0 {
+	if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) || f*float64(mult) >= math.MaxInt64 {
 		return 0, fmt.Errorf("%q is not a size like 50GiB, 500MB or 1048576", s)
 	}
 	return int64(f * float64(mult)), nil
@@ -52,7 +53,7 @@ type diskFloor struct {
 func parseDiskFloor(s string) (diskFloor, error) {
 	if p, ok := strings.CutSuffix(strings.TrimSpace(s), "%"); ok {
 		f, err := strconv.ParseFloat(p, 64)
-		if err != nil || f < 0 || f >= 100 {
+		if err != nil || math.IsNaN(f) || f < 0 || f >= 100 {
 			return diskFloor{}, fmt.Errorf("%q is not a percentage from 0 to 99", s)
 		}
 		return diskFloor{Fraction: f / 100}, nil

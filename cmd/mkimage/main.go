@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -39,14 +41,15 @@ func run(args []string) error {
 	tag := fs.String("tag", "ghcr.io/lifeboat-dev/lifeboat:dev", "image reference recorded in the tarball")
 	out := fs.String("tarball", "", "write the image as a tarball here")
 	push := fs.String("push", "", "push the image to this reference (plain http for localhost registries)")
-	arch := fs.String("arch", "amd64", "the binary's architecture")
+	arch := fs.String("arch", runtime.GOARCH, "the binary's architecture")
+	caBundle := fs.String("ca-bundle", "/etc/ssl/certs/ca-certificates.crt", "PEM bundle of CA certificates put at /etc/ssl/certs/ca-certificates.crt, so lifeboat can verify https upstreams")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *out == "" && *push == "" {
 		return fmt.Errorf("nothing to do: give --tarball, --push or both")
 	}
-	img, err := build(*binary, *version, *arch)
+	img, err := build(*binary, *caBundle, *version, *arch)
 	if err != nil {
 		return err
 	}
@@ -76,11 +79,16 @@ func run(args []string) error {
 	return nil
 }
 
-// build makes the image: one layer with /lifeboat, config as the Dockerfile's.
-func build(binary, version, arch string) (v1.Image, error) {
+// build makes the image: one layer with /lifeboat and the CA bundle, config
+// as the Dockerfile's.
+func build(binary, caBundle, version, arch string) (v1.Image, error) {
 	bin, err := os.ReadFile(binary)
 	if err != nil {
 		return nil, err
+	}
+	cas, err := os.ReadFile(caBundle)
+	if err != nil {
+		return nil, fmt.Errorf("--ca-bundle: %w (without it lifeboat cannot verify https upstreams)", err)
 	}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -91,6 +99,10 @@ func build(binary, version, arch string) (v1.Image, error) {
 		body []byte
 		dir  bool
 	}{
+		{name: "etc/", mode: 0o755, dir: true},
+		{name: "etc/ssl/", mode: 0o755, dir: true},
+		{name: "etc/ssl/certs/", mode: 0o755, dir: true},
+		{name: "etc/ssl/certs/ca-certificates.crt", mode: 0o644, body: cas},
 		{name: "var/", mode: 0o755, dir: true},
 		{name: "var/lib/", mode: 0o755, dir: true},
 		{name: "var/lib/lifeboat/", mode: 0o755, dir: true},
@@ -99,6 +111,8 @@ func build(binary, version, arch string) (v1.Image, error) {
 		h := &tar.Header{Name: e.name, Mode: e.mode, Size: int64(len(e.body)), ModTime: epoch, Typeflag: tar.TypeReg}
 		if e.dir {
 			h.Typeflag = tar.TypeDir
+		}
+		if strings.HasPrefix(e.name, "var/lib/lifeboat") {
 			h.Uid, h.Gid = 65532, 65532 // the data dir belongs to the image's user
 		}
 		if err := tw.WriteHeader(h); err != nil {
