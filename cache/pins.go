@@ -70,3 +70,15 @@ func (s *Store) Pins() ([]Pin, error) {
 	})
 	return out, err
 }
+
+// RemovePin removes source's pin of ref; it reports whether there was one.
+func (s *Store) RemovePin(source, ref string) (bool, error) {
+	found := false
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := bucket(tx, bucketPins)
+		key := []byte(source + " " + ref)
+		found = b.Get(key) != nil
+		return b.Delete(key)
+	})
+	return found, err
+}

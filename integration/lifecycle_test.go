@@ -156,6 +156,14 @@ func TestAdminCommandsAgainstARunningLifeboat(t *testing.T) {
 	assert.Equal(t, []string{upstreamName + "/multi:v1"}, imgs[0].Tags)
 	assert.NotEmpty(t, imgs[0].Pinned)
 
+	code, out = lifeboatCLI(t, "unpin", "--data-dir", dataDir, "--admin", lb.AdminURL, upstreamName+"/multi:v1")
+	require.Equal(t, 0, code, out)
+	code, out = lifeboatCLI(t, "ls", "--data-dir", dataDir, "--admin", lb.AdminURL, "-o", "json")
+	require.Equal(t, 0, code, out)
+	assert.NotContains(t, out, `"pinned"`, "unpinned")
+	code, _ = lifeboatCLI(t, "unpin", "--data-dir", dataDir, "--admin", lb.AdminURL, upstreamName+"/multi:v1")
+	assert.Equal(t, 1, code, "unpinning what is not pinned is an error")
+
 	code, out = lifeboatCLI(t, "gc", "--data-dir", dataDir, "--admin", lb.AdminURL, "--dry-run")
 	require.Equal(t, 0, code, out)
 	code, out = lifeboatCLI(t, "verify", "--data-dir", dataDir, "--admin", lb.AdminURL)

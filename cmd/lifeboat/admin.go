@@ -19,6 +19,7 @@ import (
 //	POST /admin/gc?dry-run=true         an eviction pass now (JSON report)
 //	POST /admin/verify?repair=true      re-hash every blob (JSON report)
 //	POST /admin/prefetch                {"ref": ..., "platforms": [...], "pin": bool}: progress lines, then a JSON result
+//	POST /admin/unpin?ref=...           remove a pin made by prefetch --pin
 func adminHandler(mux *http.ServeMux, p *proxy.Proxy, store *cache.Store, eviction proxy.EvictionOptions) {
 	mux.HandleFunc("GET /admin/images", func(w http.ResponseWriter, r *http.Request) {
 		imgs, err := store.Images()
@@ -33,6 +34,10 @@ func adminHandler(mux *http.ServeMux, p *proxy.Proxy, store *cache.Store, evicti
 		repair, _ := strconv.ParseBool(r.URL.Query().Get("repair"))
 		rep, err := p.Verify(repair)
 		writeJSON(w, rep, err)
+	})
+	mux.HandleFunc("POST /admin/unpin", func(w http.ResponseWriter, r *http.Request) {
+		found, err := store.RemovePin(adminPinSource, r.URL.Query().Get("ref"))
+		writeJSON(w, map[string]bool{"removed": found}, err)
 	})
 	mux.HandleFunc("POST /admin/prefetch", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
@@ -55,7 +60,7 @@ func adminHandler(mux *http.ServeMux, p *proxy.Proxy, store *cache.Store, evicti
 		}
 		res, err := p.Prefetch(r.Context(), req.PrefetchItem, progress)
 		if err == nil && req.Pin {
-			err = store.AddPin("admin", cache.Pin{Ref: req.Ref, Digest: res.Digest})
+			err = store.AddPin(adminPinSource, cache.Pin{Ref: req.Ref, Digest: res.Digest})
 		}
 		result := map[string]any{"result": res}
 		if err != nil {
@@ -65,6 +70,11 @@ func adminHandler(mux *http.ServeMux, p *proxy.Proxy, store *cache.Store, evicti
 		progress(string(line))
 	})
 }
+
+// adminPinSource is the pin source of `lifeboat prefetch --pin`; `lifeboat
+// unpin` removes those pins (the prefetch list and containerd's images are
+// pinned by their own sources and follow the config and containerd).
+const adminPinSource = "admin"
 
 // gcJSON is the report of `lifeboat gc`, in JSON.
 type gcJSON struct {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -373,7 +374,7 @@ func prefetchHere(ctx context.Context, a *adminFlags, s *cache.Store, config str
 		}
 		res, err := p.Prefetch(ctx, proxy.PrefetchItem{Ref: ref, Platforms: plats}, progress)
 		if err == nil && pin {
-			err = s.AddPin("admin", cache.Pin{Ref: ref, Digest: res.Digest})
+			err = s.AddPin(adminPinSource, cache.Pin{Ref: ref, Digest: res.Digest})
 		}
 		msg := ""
 		if err != nil {
@@ -406,4 +407,41 @@ func reportPrefetch(a *adminFlags, ref string, res proxy.PrefetchResult, errMsg 
 		fmt.Fprintf(stdout, "%s: %s, %d blobs, %s\n", ref, res.Digest, res.Blobs, humanBytes(res.Bytes))
 	}
 	return true
+}
+
+// unpin: lifeboat unpin REF...
+func unpin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	a := newAdminFlags("unpin", "REF...", "Remove pins made by `lifeboat prefetch --pin` (the images become evictable again).", stderr)
+	if err := a.parse(args); err != nil {
+		return err
+	}
+	if a.fs.NArg() == 0 {
+		return errors.New("no image reference given")
+	}
+	s, err := a.openOrRemote()
+	if err != nil {
+		return err
+	}
+	if s != nil {
+		defer s.Close()
+	}
+	for _, ref := range a.fs.Args() {
+		var found bool
+		if s != nil {
+			if found, err = s.RemovePin(adminPinSource, ref); err != nil {
+				return err
+			}
+		} else {
+			var res map[string]bool
+			if err := a.remoteJSON(ctx, http.MethodPost, "/admin/unpin?ref="+url.QueryEscape(ref), &res); err != nil {
+				return err
+			}
+			found = res["removed"]
+		}
+		if !found {
+			return fmt.Errorf("%s was not pinned with prefetch --pin", ref)
+		}
+		fmt.Fprintf(stdout, "unpinned %s\n", ref)
+	}
+	return nil
 }

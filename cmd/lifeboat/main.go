@@ -24,7 +24,8 @@ Usage:
   lifeboat ls               list the cached images
   lifeboat gc [--dry-run]   evict now (least recently used first; pins kept)
   lifeboat verify [--repair]  re-hash every cached blob
-  lifeboat prefetch REF...  warm a running lifeboat with images
+  lifeboat prefetch REF...  fetch images into the cache (--pin: never evict them)
+  lifeboat unpin REF...     remove a pin made by prefetch --pin
   lifeboat version          print the version
 
 containerd reaches lifeboat through /etc/containerd/certs.d/<registry>/hosts.toml;
@@ -56,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = verify(ctx, args[1:], stdout, stderr)
 	case "prefetch":
 		err = prefetch(ctx, args[1:], stdout, stderr)
+	case "unpin":
+		err = unpin(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionString())
 	case "help", "-h", "--help":
