@@ -146,3 +146,36 @@ func TestImagesListing(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, st.Bytes, st.PinnedBytes)
 }
+
+// TestEvictionRacingCommits evicts everything, again and again, while
+// images sharing layers keep being committed and re-committed: no index row
+// may lose its file. (A tag written just after its manifest was evicted may
+// point at a missing manifest; the proxy then fetches the tag again.)
+func TestEvictionRacingCommits(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, t.TempDir())
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_, err := s.Evict(EvictOptions{MaxSize: 600, KeepAccessedAfter: time.Now().Add(time.Hour)})
+			assert.NoError(t, err)
+		}
+	}()
+	for i := range 200 {
+		putImage(t, s, fmt.Sprintf("v%d", i%7), "shared layer", fmt.Sprintf("layer %d", i%13))
+	}
+	close(stop)
+	<-done
+
+	r, err := s.Verify(false)
+	require.NoError(t, err)
+	assert.Empty(t, r.Damaged, "every indexed blob still has its file")
+	assert.Positive(t, r.Checked)
+}
