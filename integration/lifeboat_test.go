@@ -6,6 +6,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -93,15 +94,15 @@ func freeAddr(t testing.TB) string {
 }
 
 // startLifeboat runs the binary on dataDir with the given extra flags and
-// waits until it is ready. It is stopped when the test ends.
+// waits until it is ready. Its listeners take ports the kernel picks (no
+// race with other tests for a "free" port); their addresses come from the
+// "lifeboat serving" log line, printed once everything is up. It is stopped
+// when the test ends.
 func startLifeboat(t testing.TB, dataDir string, args ...string) *lifeboat {
 	t.Helper()
-	addr, maddr, aaddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	lb := &lifeboat{
-		URL: "http://" + addr, Host: addr, MetricsURL: "http://" + maddr, AdminURL: "http://" + aaddr, DataDir: dataDir,
-		logs: &syncBuffer{}, done: make(chan error, 1),
-	}
-	lb.cmd = exec.Command(binary, append([]string{"serve", "--listen", addr, "--metrics-listen", maddr, "--admin-listen", aaddr, "--data-dir", dataDir, "--log-format", "json"}, args...)...)
+	lb := &lifeboat{DataDir: dataDir, logs: &syncBuffer{}, done: make(chan error, 1)}
+	lb.cmd = exec.Command(binary, append([]string{"serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+		"--admin-listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-format", "json"}, args...)...)
 	lb.cmd.Stdout, lb.cmd.Stderr = lb.logs, lb.logs
 	lb.cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+t.TempDir(), "HOME="+t.TempDir())
 	require.NoError(t, lb.cmd.Start())
@@ -114,17 +115,27 @@ func startLifeboat(t testing.TB, dataDir string, args ...string) *lifeboat {
 	})
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get(lb.MetricsURL + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return lb
+		for _, line := range strings.Split(lb.logs.String(), "\n") {
+			var serving struct {
+				Msg           string `json:"msg"`
+				Listen        string `json:"listen"`
+				MetricsListen string `json:"metrics_listen"`
+				AdminListen   string `json:"admin_listen"`
 			}
+			if json.Unmarshal([]byte(line), &serving) != nil || serving.Msg != "lifeboat serving" {
+				continue
+			}
+			lb.Host = serving.Listen
+			lb.URL = "http://" + serving.Listen
+			lb.MetricsURL = "http://" + serving.MetricsListen
+			lb.AdminURL = "http://" + serving.AdminListen
+			return lb
 		}
 		select {
 		case err := <-lb.done:
+			lb.done <- err
 			t.Fatalf("lifeboat exited before it was ready: %v\n%s", err, lb.logs.String())
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("lifeboat not ready after 30s:\n%s", lb.logs.String())
