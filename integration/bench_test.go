@@ -244,7 +244,7 @@ func runWholeProcess(b *testing.B, blobSize int64) {
 
 	counter := newCounting(b, up.url)
 	baseline := startRegistry(b, dist, counter.srv.URL)
-	lb := startLifeboat(b, b.TempDir(), "--upstream", "bench.test="+counter.srv.URL, "--default-registry", "bench.test", "--log-level", "warn")
+	lb := startLifeboat(b, b.TempDir(), "--upstream", "bench.test="+counter.srv.URL, "--default-registry", "bench.test")
 	blobPath := "/v2/bench/big/blobs/" + ld.String()
 
 	report := &strings.Builder{}
