@@ -120,8 +120,16 @@ func (p *Proxy) manifestByTag(ctx context.Context, up *upstream, repo, tag strin
 		d, err := up.headManifest(ctx, repo, tag)
 		if err != nil {
 			p.upstreamFailed(up.cfg.Name, repo, "revalidate "+tag, err)
+			return d, err
 		}
-		return d, err
+		// Confirmed once per HEAD, not once per request sharing it (each
+		// index write is an fsync).
+		if digest.Digest(d) == cached.Digest {
+			if err := p.store.PutTag(key, cache.Tag{Digest: cached.Digest, MediaType: m.MediaType, Confirmed: p.now()}); err != nil {
+				return "", err
+			}
+		}
+		return d, nil
 	})
 	if err != nil {
 		return p.staleOr(ctx, up, key, answer, cached.Confirmed, err)
@@ -136,10 +144,12 @@ func (p *Proxy) manifestByTag(ctx context.Context, up *upstream, repo, tag strin
 				answer = nil
 			}
 		}
-		if answer != nil {
+		if answer != nil && d != cached.Digest {
 			if err := p.store.PutTag(key, cache.Tag{Digest: answer.Digest, MediaType: answer.MediaType, Confirmed: now}); err != nil {
 				return nil, err
 			}
+		}
+		if answer != nil {
 			return answer, nil
 		}
 	}
