@@ -91,14 +91,10 @@ func (s *Store) forget(d digest.Digest) {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
 	_ = os.Remove(s.blobPath(d))
-	_ = s.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketBlobs, bucketManifests, bucketAccess} {
-			if err := bucket(tx, b).Delete([]byte(d.String())); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	_ = s.db.Update(func(tx *bolt.Tx) error { return deleteBlobRows(tx, d.String()) })
+	s.mu.Lock()
+	delete(s.access, d)
+	s.mu.Unlock()
 }
 
 // Ingest is a blob being written. Write hashes as it goes; Commit verifies,

@@ -84,9 +84,6 @@ func (s *Store) Evict(opts EvictOptions) (EvictReport, error) {
 	s.evictMu.Lock()
 	defer s.evictMu.Unlock()
 	start := time.Now()
-	if err := s.FlushAccess(); err != nil {
-		return EvictReport{}, err
-	}
 	var r EvictReport
 	r.FreeBefore, r.DiskSize, _ = s.DiskSpace()
 	if r.DiskSize > 0 {
@@ -222,10 +219,8 @@ func plan(g *graph, opts EvictOptions, r *EvictReport) map[digest.Digest]bool {
 // unlinked, Open removes them without re-hashing.
 func (s *Store) removeRows(tx *bolt.Tx, removed map[digest.Digest]bool, r *EvictReport) error {
 	for d := range removed {
-		for _, b := range [][]byte{bucketBlobs, bucketManifests, bucketAccess} {
-			if err := bucket(tx, b).Delete([]byte(d.String())); err != nil {
-				return err
-			}
+		if err := deleteBlobRows(tx, d.String()); err != nil {
+			return err
 		}
 		if err := bucket(tx, bucketTombstones).Put([]byte(d.String()), nil); err != nil {
 			return err

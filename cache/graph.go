@@ -22,12 +22,8 @@ type graph struct {
 	pinned    map[digest.Digest][]Pin // root → pins
 }
 
-// snapshot reads the graph in one read transaction, after flushing access
-// times so that they are current.
+// snapshot reads the graph in one read transaction.
 func (s *Store) snapshot() (*graph, error) {
-	if err := s.FlushAccess(); err != nil {
-		return nil, err
-	}
 	var g *graph
 	err := s.db.View(func(tx *bolt.Tx) error {
 		var err error

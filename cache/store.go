@@ -280,10 +280,8 @@ func (s *Store) reconcile() error {
 	now := s.now()
 	return s.db.Update(func(tx *bolt.Tx) error {
 		for _, k := range drop {
-			for _, b := range [][]byte{bucketBlobs, bucketManifests, bucketAccess} {
-				if err := bucket(tx, b).Delete([]byte(k)); err != nil {
-					return err
-				}
+			if err := deleteBlobRows(tx, k); err != nil {
+				return err
 			}
 		}
 		for k, size := range adopt {
@@ -333,6 +331,16 @@ func (s *Store) Close() error {
 
 // Dir is the data directory.
 func (s *Store) Dir() string { return s.dir }
+
+// deleteBlobRows deletes everything the index says about one blob.
+func deleteBlobRows(tx *bolt.Tx, key string) error {
+	for _, b := range [][]byte{bucketBlobs, bucketManifests, bucketAccess} {
+		if err := bucket(tx, b).Delete([]byte(key)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 func bucket(tx *bolt.Tx, name []byte) *bolt.Bucket {
 	return tx.Bucket(bucketRoot).Bucket(name)

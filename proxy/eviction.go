@@ -103,30 +103,6 @@ func (p *Proxy) RunEviction(ctx context.Context, opts EvictionOptions) {
 	}
 }
 
-// RunPrefetch prefetches and pins items now and every interval until ctx
-// ends; after a failure (upstream down at start) it tries again within a
-// minute rather than a whole interval.
-func (p *Proxy) RunPrefetch(ctx context.Context, items []PrefetchItem, interval time.Duration) {
-	if len(items) == 0 {
-		return
-	}
-	if interval <= 0 {
-		interval = time.Hour
-	}
-	for {
-		next := interval
-		if err := p.PrefetchAll(ctx, items); err != nil && ctx.Err() == nil {
-			next = min(interval, time.Minute)
-			p.log.Warn("prefetch incomplete; retrying", "in", next, "error", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(next):
-		}
-	}
-}
-
 // Verify re-hashes every cached blob; with repair, damaged ones are removed
 // so they are fetched again.
 func (p *Proxy) Verify(repair bool) (cache.VerifyReport, error) {

@@ -199,6 +199,30 @@ func (p *Proxy) PrefetchAll(ctx context.Context, items []PrefetchItem) error {
 	return errors.Join(errs...)
 }
 
+// RunPrefetch prefetches and pins items now and every interval until ctx
+// ends; after a failure (upstream down at start) it tries again within a
+// minute rather than a whole interval.
+func (p *Proxy) RunPrefetch(ctx context.Context, items []PrefetchItem, interval time.Duration) {
+	if len(items) == 0 {
+		return
+	}
+	if interval <= 0 {
+		interval = time.Hour
+	}
+	for {
+		next := interval
+		if err := p.PrefetchAll(ctx, items); err != nil && ctx.Err() == nil {
+			next = min(interval, time.Minute)
+			p.log.Warn("prefetch incomplete; retrying", "in", next, "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(next):
+		}
+	}
+}
+
 // AnyCircuitOpen reports whether some upstream's circuit breaker is open:
 // an outage, during which eviction keeps everything recently used.
 func (p *Proxy) AnyCircuitOpen() bool {
