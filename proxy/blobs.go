@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dev/lifeboat/cache"
+	"github.com/lifeboat-dev/lifeboat/upstream"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -29,14 +30,14 @@ type Blob struct {
 // that reaches the end can be held back from the last byte until the digest
 // matched, so a part of a download in progress is never served.
 func (p *Proxy) Blob(ctx context.Context, registry, repo string, d digest.Digest, whole bool) (*Blob, error) {
-	up, err := p.upstream(registry)
+	m, err := p.mirror(registry)
 	if err != nil {
 		return nil, err
 	}
-	repo = up.repoPath(repo)
+	repo = m.Client.RepoPath(repo)
 	followed, retriedOwn := false, false
 	for {
-		b, f, err := p.openOrJoin(up, repo, d)
+		b, f, err := p.openOrJoin(m, repo, d)
 		if b != nil && followed {
 			b.Source = Miss // this request waited for the download
 		}
@@ -45,8 +46,8 @@ func (p *Proxy) Blob(ctx context.Context, registry, repo string, d digest.Digest
 		}
 		followed = true
 		b, retry, err := p.follow(ctx, f, whole)
-		var ue *UpstreamError
-		if err != nil && !retriedOwn && (f.registry != up.cfg.Name || f.repo != repo) &&
+		var ue *upstream.Error
+		if err != nil && !retriedOwn && (f.registry != m.name || f.repo != repo) &&
 			errors.As(err, &ue) && !ue.Unavailable() {
 			// The download was another repository's, which upstream says
 			// lacks the blob or denies it: ask again for ours.
@@ -60,7 +61,7 @@ func (p *Proxy) Blob(ctx context.Context, registry, repo string, d digest.Digest
 
 // openOrJoin returns the cached blob, or the fill of d (started if none).
 // The fill is acquired for the caller.
-func (p *Proxy) openOrJoin(up *upstream, repo string, d digest.Digest) (*Blob, *fill, error) {
+func (p *Proxy) openOrJoin(m *mirror, repo string, d digest.Digest) (*Blob, *fill, error) {
 	if b, err := p.openCached(d); b != nil || err != nil {
 		return b, nil, err
 	}
@@ -74,11 +75,12 @@ func (p *Proxy) openOrJoin(up *upstream, repo string, d digest.Digest) (*Blob, *
 	if b, err := p.openCached(d); b != nil || err != nil {
 		return b, nil, err
 	}
-	f := newFill(d, up.cfg.Name, repo)
+	f := newFill(d, m.name, repo)
 	f.acquire()
+	if !p.background(func(ctx context.Context) { p.runFill(ctx, f, m, repo) }) {
+		return nil, nil, errClosed
+	}
 	p.fills.m[d.String()] = f
-	p.fillsDone.Add(1)
-	go p.runFill(f, up, repo)
 	p.metrics.fillWaiters.Inc()
 	return nil, f, nil
 }
@@ -160,11 +162,11 @@ func (w *waiterCloser) Close() error {
 // BlobHead answers a HEAD of blob d: its size, from the store, a fill in
 // progress, or upstream (without downloading it).
 func (p *Proxy) BlobHead(ctx context.Context, registry, repo string, d digest.Digest) (int64, Source, error) {
-	up, err := p.upstream(registry)
+	m, err := p.mirror(registry)
 	if err != nil {
 		return 0, "", err
 	}
-	repo = up.repoPath(repo)
+	repo = m.Client.RepoPath(repo)
 	if b, err := p.openCached(d); err != nil {
 		return 0, "", err
 	} else if b != nil {
@@ -183,11 +185,11 @@ func (p *Proxy) BlobHead(ctx context.Context, registry, repo string, d digest.Di
 		default:
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, up.cfg.Timeouts.Request)
+	ctx, cancel := context.WithTimeout(ctx, m.Client.Timeouts().Request)
 	defer cancel()
-	size, err := up.headBlob(ctx, repo, d.String())
+	size, err := m.Client.HeadBlob(ctx, repo, d.String())
 	if err != nil {
-		p.upstreamFailed(up.cfg.Name, repo, "blob HEAD "+d.String(), err)
+		p.upstreamFailed(m.name, repo, "blob HEAD "+d.String(), err)
 		return 0, "", err
 	}
 	return size, Miss, nil

@@ -10,6 +10,7 @@ import (
 
 	"github.com/lifeboat-dev/lifeboat/cache"
 	"github.com/lifeboat-dev/lifeboat/internal/upstreamtest"
+	"github.com/lifeboat-dev/lifeboat/upstream"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
@@ -24,7 +25,7 @@ func TestUpstreamDiesMidFill(t *testing.T) {
 		t.Run(string(mode), func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t)
-			e.reopenAt(t, e.up.URL, BreakerConfig{Failures: 100})
+			e.reopenAt(t, e.up.URL, upstream.BreakerConfig{Failures: 100})
 			img := upstreamtest.RandomImage(t, 2<<20, 1)
 			e.up.Push(t, "app:v1", img)
 			layers, _ := img.Layers()
@@ -92,7 +93,7 @@ func TestLateJoinerReadsFromDiskThenFollows(t *testing.T) {
 func TestConcurrentFillsPerRegistryAreBounded(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.p.upstreams[testRegistry].fillSlots = make(chan struct{}, 2)
+	e.p.mirrors[testRegistry].fillSlots = make(chan struct{}, 2)
 	img := upstreamtest.RandomImage(t, 128<<10, 5)
 	e.up.Push(t, "app:v1", img)
 	layers, _ := img.Layers()

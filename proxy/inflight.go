@@ -8,11 +8,10 @@ import (
 	"io"
 	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/lifeboat-dev/lifeboat/cache"
+	"github.com/lifeboat-dev/lifeboat/upstream"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -173,29 +172,28 @@ func (r *fillReader) Seek(offset int64, whence int) (int64, error) {
 	return offset, nil
 }
 
-// run downloads the blob into the store. It owns its context.
-func (p *Proxy) runFill(f *fill, up *upstream, repo string) {
-	defer p.fillsDone.Done()
-	ctx, cancel := context.WithTimeout(p.fillCtx, p.fillTimeout)
+// runFill downloads the blob into the store, on the proxy's own context.
+func (p *Proxy) runFill(bg context.Context, f *fill, m *mirror, repo string) {
+	ctx, cancel := context.WithTimeout(bg, p.fillTimeout)
 	defer cancel()
 	p.metrics.fillsInProgress.Inc()
 	defer p.metrics.fillsInProgress.Dec()
 
-	err := p.download(ctx, cancel, f, up, repo)
+	err := p.download(ctx, f, m, repo)
 	result := "ok"
 	switch {
 	case errors.Is(err, errRelayed):
 		result, err = "disk_full", nil // served, verified, not stored
 	case errors.Is(err, cache.ErrDigestMismatch), errors.Is(err, cache.ErrSizeMismatch):
 		result = "digest_mismatch"
-		p.metrics.digestMismatch.WithLabelValues(up.cfg.Name, "blob").Inc()
+		p.metrics.digestMismatch.WithLabelValues(m.name, "blob").Inc()
 		err = fmt.Errorf("%w: %w", ErrDigestMismatch, err)
-		p.log.Error("upstream sent a blob that does not match its digest; discarded", "registry", up.cfg.Name, "repository", repo, "digest", f.digest, "error", err)
+		p.log.Error("upstream sent a blob that does not match its digest; discarded", "registry", m.name, "repository", repo, "digest", f.digest, "error", err)
 	case err != nil:
 		result = "error"
-		p.upstreamFailed(up.cfg.Name, repo, "blob "+f.digest.String(), err)
+		p.upstreamFailed(m.name, repo, "blob "+f.digest.String(), err)
 	}
-	p.metrics.fills.WithLabelValues(up.cfg.Name, result).Inc()
+	p.metrics.fills.WithLabelValues(m.name, result).Inc()
 	// Remove the fill only after the outcome is final: a request that finds
 	// no fill then finds the committed blob in the store.
 	p.fills.mu.Lock()
@@ -204,21 +202,21 @@ func (p *Proxy) runFill(f *fill, up *upstream, repo string) {
 	f.finish(err)
 }
 
-func (p *Proxy) download(ctx context.Context, cancel context.CancelFunc, f *fill, up *upstream, repo string) error {
+func (p *Proxy) download(ctx context.Context, f *fill, m *mirror, repo string) error {
 	select {
-	case up.fillSlots <- struct{}{}:
-		defer func() { <-up.fillSlots }()
+	case m.fillSlots <- struct{}{}:
+		defer func() { <-m.fillSlots }()
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for a download slot: %w", ctx.Err())
 	}
-	resp, err := up.getBlob(ctx, repo, f.digest.String())
+	body, err := m.Client.GetBlob(ctx, repo, f.digest.String())
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	size := resp.ContentLength
+	defer body.Close()
+	size := body.Size
 	if p.maxBlob > 0 && size > p.maxBlob {
-		return fmt.Errorf("blob %s is %d bytes: %w (%d)", f.digest, size, ErrTooLarge, p.maxBlob)
+		return fmt.Errorf("blob %s is %d bytes: %w (%d)", f.digest, size, upstream.ErrTooLarge, p.maxBlob)
 	}
 	w, err := p.store.NewIngest(f.digest, size)
 	if err != nil {
@@ -231,28 +229,22 @@ func (p *Proxy) download(ctx context.Context, cancel context.CancelFunc, f *fill
 	}
 	f.start(size, rf)
 
-	// The stall limit: no progress from upstream for BodyStall cancels the
-	// download. The clock runs only while waiting on upstream, not while
-	// writing to the local disk.
-	stall := up.cfg.Timeouts.BodyStall
-	var stalled atomic.Bool
-	timer := time.AfterFunc(stall, func() { stalled.Store(true); cancel() })
-	defer timer.Stop()
+	// The body enforces the stall limit (upstream.Blob): its clock runs
+	// only while waiting on upstream, not while writing to the local disk.
 	buf := make([]byte, 256<<10)
 	var total int64
 	var relayHash hash.Hash // set once the disk is full: see relay.go
 	for {
-		n, rerr := resp.Body.Read(buf)
-		timer.Stop()
+		n, rerr := body.Read(buf)
 		if n > 0 {
 			total += int64(n)
 			if p.maxBlob > 0 && total > p.maxBlob {
 				w.Abort()
-				return fmt.Errorf("blob %s: %w (%d)", f.digest, ErrTooLarge, p.maxBlob)
+				return fmt.Errorf("blob %s: %w (%d)", f.digest, upstream.ErrTooLarge, p.maxBlob)
 			}
 			data := buf[:n]
 			if relayHash == nil {
-				m, werr := w.Write(data)
+				nw, werr := w.Write(data)
 				switch {
 				case werr == nil:
 					f.progress(int64(n))
@@ -260,12 +252,12 @@ func (p *Proxy) download(ctx context.Context, cancel context.CancelFunc, f *fill
 				case errors.Is(werr, syscall.ENOSPC):
 					// The disk is full. The clients already reading still
 					// get every byte, from memory; nothing is stored.
-					f.progress(int64(m))
-					relayHash, data = w.Hash(), data[m:]
+					f.progress(int64(nw))
+					relayHash, data = w.Hash(), data[nw:]
 					w.Abort()
 					f.startRelay()
 					p.log.Warn("cache disk full: relaying the download to its clients without storing it",
-						"registry", up.cfg.Name, "repository", repo, "digest", f.digest, "error", werr)
+						"registry", m.name, "repository", repo, "digest", f.digest, "error", werr)
 				default:
 					w.Abort()
 					return fmt.Errorf("write blob %s: %w", f.digest, werr)
@@ -277,26 +269,15 @@ func (p *Proxy) download(ctx context.Context, cancel context.CancelFunc, f *fill
 					return err
 				}
 			}
-			p.metrics.upstreamBytes.WithLabelValues(up.cfg.Name).Add(float64(n))
+			p.metrics.upstreamBytes.WithLabelValues(m.name).Add(float64(n))
 		}
 		if rerr == io.EOF {
 			break
 		}
 		if rerr != nil {
 			w.Abort()
-			ue := up.classify(rerr)
-			switch {
-			case stalled.Load():
-				ue = &UpstreamError{Registry: up.cfg.Name, Reason: ReasonTimeout, Err: fmt.Errorf("%w: no data for %s: %w", errStalled, stall, rerr)}
-				up.breaker.failure(ue.Reason, 0, false)
-			case ctx.Err() != nil:
-				// lifeboat's own limit or shutdown, not upstream's fault.
-			default:
-				up.breaker.failure(ue.Reason, 0, false)
-			}
-			return ue
+			return rerr // an *upstream.Error, the breaker told
 		}
-		timer.Reset(stall)
 	}
 	if relayHash != nil {
 		if size >= 0 && total != size {

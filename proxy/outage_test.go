@@ -10,31 +10,52 @@ import (
 
 	"github.com/lifeboat-dev/lifeboat/cache"
 	"github.com/lifeboat-dev/lifeboat/internal/upstreamtest"
+	"github.com/lifeboat-dev/lifeboat/upstream"
 	"github.com/opencontainers/go-digest"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
 // outageTimeouts keep test outages short; the defaults are longer.
-var outageTimeouts = Timeouts{
+var outageTimeouts = upstream.Timeouts{
 	Dial: time.Second, TLSHandshake: time.Second, ResponseHeader: 3 * time.Second,
 	Revalidate: 500 * time.Millisecond, Request: 3 * time.Second, BodyStall: time.Second,
 }
 
 // reopenAt reopens the env's store with its upstream reached at url: the
 // cache is keyed by registry name, so what was cached stays cached.
-func (e *env) reopenAt(t *testing.T, url string, breaker BreakerConfig) {
+func (e *env) reopenAt(t *testing.T, url string, breaker upstream.BreakerConfig) {
 	t.Helper()
 	require.NoError(t, e.store.Close())
 	store, err := cache.Open(e.dir, cache.Options{})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = store.Close() })
 	e.store = store
-	e.p, err = New(store, Options{
-		Upstreams: []UpstreamConfig{{Name: testRegistry, URL: url, Timeouts: outageTimeouts, Breaker: breaker}},
-	})
+	e.reg = prometheus.NewPedanticRegistry()
+	e.p = newTestProxy(t, store, upstream.Config{Name: testRegistry, URL: url, Timeouts: outageTimeouts, Breaker: breaker},
+		upstream.Options{Metrics: upstream.NewMetrics(e.reg)}, e.reg)
+}
+
+// upstreamGauge reads one of the upstream package's gauges for the test
+// registry.
+func upstreamGauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
 	require.NoError(t, err)
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			if m.GetLabel()[0].GetValue() == testRegistry {
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no %s series for the test registry", name)
+	return 0
 }
 
 // TestEveryOutageServesCachedContent: for each failure mode, with an image
@@ -53,18 +74,18 @@ func TestEveryOutageServesCachedContent(t *testing.T) {
 		tagStale bool // the cached tag is answered stale (else: revalidated hit)
 		reasons  []string
 	}{
-		{name: "refused", url: "http://127.0.0.1:1", tagStale: true, reasons: []string{ReasonRefused}},
-		{name: "dns", url: "http://lifeboat-upstream.invalid:5000", tagStale: true, reasons: []string{ReasonDNS, ReasonTimeout}},
-		{name: "tls", url: tlsSrv.URL, tagStale: true, reasons: []string{ReasonTLS}},
-		{name: "hang", mode: upstreamtest.Hang, tagStale: true, reasons: []string{ReasonTimeout}},
+		{name: "refused", url: "http://127.0.0.1:1", tagStale: true, reasons: []string{upstream.ReasonRefused}},
+		{name: "dns", url: "http://lifeboat-upstream.invalid:5000", tagStale: true, reasons: []string{upstream.ReasonDNS, upstream.ReasonTimeout}},
+		{name: "tls", url: tlsSrv.URL, tagStale: true, reasons: []string{upstream.ReasonTLS}},
+		{name: "hang", mode: upstreamtest.Hang, tagStale: true, reasons: []string{upstream.ReasonTimeout}},
 		{name: "stall-body", mode: upstreamtest.StallBody, tagStale: false},
-		{name: "500", mode: upstreamtest.Status500, tagStale: true, reasons: []string{Reason5xx}},
-		{name: "502", mode: upstreamtest.Status502, tagStale: true, reasons: []string{Reason5xx}},
-		{name: "503", mode: upstreamtest.Status503, tagStale: true, reasons: []string{Reason5xx}},
-		{name: "504", mode: upstreamtest.Status504, tagStale: true, reasons: []string{Reason5xx}},
-		{name: "429", mode: upstreamtest.Status429, tagStale: true, reasons: []string{Reason429}},
-		{name: "token-down", mode: upstreamtest.TokenDown, token: true, tagStale: true, reasons: []string{ReasonAuthUnavailable}},
-		{name: "token-hang", mode: upstreamtest.TokenHang, token: true, tagStale: true, reasons: []string{ReasonAuthUnavailable, ReasonTimeout}},
+		{name: "500", mode: upstreamtest.Status500, tagStale: true, reasons: []string{upstream.Reason5xx}},
+		{name: "502", mode: upstreamtest.Status502, tagStale: true, reasons: []string{upstream.Reason5xx}},
+		{name: "503", mode: upstreamtest.Status503, tagStale: true, reasons: []string{upstream.Reason5xx}},
+		{name: "504", mode: upstreamtest.Status504, tagStale: true, reasons: []string{upstream.Reason5xx}},
+		{name: "429", mode: upstreamtest.Status429, tagStale: true, reasons: []string{upstream.Reason429}},
+		{name: "token-down", mode: upstreamtest.TokenDown, token: true, tagStale: true, reasons: []string{upstream.ReasonAuthUnavailable}},
+		{name: "token-hang", mode: upstreamtest.TokenHang, token: true, tagStale: true, reasons: []string{upstream.ReasonAuthUnavailable, upstream.ReasonTimeout}},
 		{name: "slow", mode: upstreamtest.Slow, tagStale: false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -83,7 +104,7 @@ func TestEveryOutageServesCachedContent(t *testing.T) {
 			if tc.url != "" {
 				url = tc.url
 			}
-			e.reopenAt(t, url, BreakerConfig{})
+			e.reopenAt(t, url, upstream.BreakerConfig{})
 			e.up.SetMode(tc.mode)
 
 			start := time.Now()
@@ -120,7 +141,7 @@ func TestEveryOutageServesCachedContent(t *testing.T) {
 			miss := time.Since(start)
 			t.Logf("%s: cached tag answered in %s; uncached manifest+blob failed or finished in %s", tc.name, firstTag.Round(time.Millisecond), miss.Round(time.Millisecond))
 			if tc.mode != upstreamtest.Slow && tc.mode != upstreamtest.StallBody {
-				var ue *UpstreamError
+				var ue *upstream.Error
 				require.ErrorAs(t, merr, &ue, "uncached manifest")
 				assert.True(t, ue.Unavailable(), "uncached manifest: %v", merr)
 				require.ErrorAs(t, berr, &ue, "uncached blob")
@@ -153,7 +174,7 @@ func TestCircuitBreakerAnswersFromCacheWithoutWaiting(t *testing.T) {
 	img := upstreamtest.RandomImage(t, 1024, 1)
 	e.up.Push(t, "app:v1", img)
 	pullAll(t, e.p, img, "v1")
-	e.reopenAt(t, e.up.URL, BreakerConfig{Failures: 2, Backoff: 300 * time.Millisecond})
+	e.reopenAt(t, e.up.URL, upstream.BreakerConfig{Failures: 2, Backoff: 300 * time.Millisecond})
 	e.up.SetMode(upstreamtest.Hang)
 
 	for range 2 { // two timeouts open the circuit
@@ -161,8 +182,8 @@ func TestCircuitBreakerAnswersFromCacheWithoutWaiting(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, Stale, m.Source)
 	}
-	require.True(t, e.p.upstreams[testRegistry].breaker.isOpen())
-	assert.Equal(t, 1.0, testutil.ToFloat64(e.p.metrics.circuitOpen.WithLabelValues(testRegistry)))
+	require.True(t, e.p.mirrors[testRegistry].Client.CircuitOpen())
+	assert.Equal(t, 1.0, upstreamGauge(t, e.reg, "lifeboat_upstream_circuit_open"))
 
 	heads := e.up.Requests("HEAD manifests")
 	start := time.Now()
@@ -172,10 +193,10 @@ func TestCircuitBreakerAnswersFromCacheWithoutWaiting(t *testing.T) {
 	assert.Equal(t, heads, e.up.Requests("HEAD manifests"), "an open circuit does not ask upstream")
 	t.Logf("cached tag with the circuit open: %s", time.Since(start))
 	_, err = e.p.Manifest(t.Context(), testRegistry, "app", "v404")
-	var ue *UpstreamError
+	var ue *upstream.Error
 	require.ErrorAs(t, err, &ue)
-	assert.Equal(t, ReasonCircuitOpen, ue.Reason, "a miss fails at once")
-	assert.Equal(t, 1.0, testutil.ToFloat64(e.p.metrics.stale.WithLabelValues(testRegistry, ReasonCircuitOpen)))
+	assert.Equal(t, upstream.ReasonCircuitOpen, ue.Reason, "a miss fails at once")
+	assert.Equal(t, 1.0, testutil.ToFloat64(e.p.metrics.stale.WithLabelValues(testRegistry, upstream.ReasonCircuitOpen)))
 
 	// Upstream comes back: after the backoff one probe closes the circuit.
 	e.up.SetMode(upstreamtest.OK)
@@ -183,8 +204,8 @@ func TestCircuitBreakerAnswersFromCacheWithoutWaiting(t *testing.T) {
 		m, err := e.p.Manifest(t.Context(), testRegistry, "app", "v1")
 		return err == nil && m.Source == Hit
 	}, 10*time.Second, 50*time.Millisecond)
-	assert.False(t, e.p.upstreams[testRegistry].breaker.isOpen())
-	assert.Equal(t, 0.0, testutil.ToFloat64(e.p.metrics.circuitOpen.WithLabelValues(testRegistry)))
+	assert.False(t, e.p.mirrors[testRegistry].Client.CircuitOpen())
+	assert.Equal(t, 0.0, upstreamGauge(t, e.reg, "lifeboat_upstream_circuit_open"))
 }
 
 func TestConcurrentRevalidationsShareOneHEAD(t *testing.T) {
@@ -221,16 +242,16 @@ func TestStaleLimits(t *testing.T) {
 	pullAll(t, e.p, img, "v1")
 
 	e.up.SetMode(upstreamtest.Status503)
-	e.p.upstreams[testRegistry].cfg.MaxStaleness = time.Nanosecond
+	e.p.mirrors[testRegistry].MaxStaleness = time.Nanosecond
 	_, err := e.p.Manifest(t.Context(), testRegistry, "app", "v1")
 	require.Error(t, err, "a tag older than the maximum staleness is not served stale")
 
-	e.p.upstreams[testRegistry].cfg.MaxStaleness = 0
+	e.p.mirrors[testRegistry].MaxStaleness = 0
 	e.up.SetMode(upstreamtest.OK)
 	e.up.Delete(t, "app:v1")
 	_, err = e.p.Manifest(t.Context(), testRegistry, "app", "v1")
 	require.Error(t, err, "a tag upstream deleted is not served stale by default")
-	e.p.upstreams[testRegistry].cfg.ServeStaleOnNotFound = true
+	e.p.mirrors[testRegistry].ServeStaleOnNotFound = true
 	m, err := e.p.Manifest(t.Context(), testRegistry, "app", "v1")
 	require.NoError(t, err)
 	assert.Equal(t, Stale, m.Source)
@@ -244,7 +265,7 @@ func TestRateLimitRemainingIsRecorded(t *testing.T) {
 	e.up.SetRateLimitRemaining("42;w=21600")
 	_, err := e.p.Manifest(t.Context(), testRegistry, "app", "v1")
 	require.NoError(t, err)
-	assert.Equal(t, 42.0, testutil.ToFloat64(e.p.metrics.rateLimit.WithLabelValues(testRegistry)))
+	assert.Equal(t, 42.0, upstreamGauge(t, e.reg, "lifeboat_upstream_ratelimit_remaining"))
 }
 
 // odd answers a HEAD of manifests with 405 and a GET with an HTML page.
@@ -275,7 +296,7 @@ func TestOddUpstreamAnswersServeStale(t *testing.T) {
 	e.up.Push(t, "app:html", img)
 	pullAll(t, e.p, img, "v405")
 	pullAll(t, e.p, img, "html")
-	e.reopenAt(t, oddUpstream(t).URL, BreakerConfig{Failures: 100})
+	e.reopenAt(t, oddUpstream(t).URL, upstream.BreakerConfig{Failures: 100})
 
 	for _, tag := range []string{"v405", "html"} {
 		m, err := e.p.Manifest(t.Context(), testRegistry, "app", tag)
@@ -283,12 +304,12 @@ func TestOddUpstreamAnswersServeStale(t *testing.T) {
 		assert.Equal(t, Stale, m.Source, "%s: an unusable answer is no reason to fail a cached tag", tag)
 	}
 	_, err := e.p.Manifest(t.Context(), testRegistry, "app", "not-cached")
-	var ue *UpstreamError
+	var ue *upstream.Error
 	require.ErrorAs(t, err, &ue)
-	assert.Equal(t, ReasonBadResponse, ue.Reason)
+	assert.Equal(t, upstream.ReasonBadResponse, ue.Reason)
 
 	// A "registry" whose /v2/ is 404 is not telling us a tag is gone.
-	e.reopenAt(t, httptest.NewServer(http.NotFoundHandler()).URL, BreakerConfig{Failures: 100})
+	e.reopenAt(t, httptest.NewServer(http.NotFoundHandler()).URL, upstream.BreakerConfig{Failures: 100})
 	m, err := e.p.Manifest(t.Context(), testRegistry, "app", "v405")
 	require.NoError(t, err)
 	assert.Equal(t, Stale, m.Source)

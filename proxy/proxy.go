@@ -1,22 +1,23 @@
 // Package proxy is lifeboat's policy: when to answer from the cache, when to
-// ask upstream, when to serve stale and when to fail fast. It never sees an
-// http.ResponseWriter; the registry package turns its answers into HTTP.
+// ask upstream, when to serve stale and when to fail fast; one download per
+// blob and one fetch per manifest, shared by every client that asks
+// meanwhile. It only answers requests: the upstream package talks to
+// registries, the maintenance package evicts, prefetches and verifies, and
+// the registry package turns answers into HTTP (proxy never sees an
+// http.ResponseWriter).
 package proxy
 
 import (
+	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/lifeboat-dev/lifeboat/cache"
+	"github.com/lifeboat-dev/lifeboat/upstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -32,14 +33,36 @@ const (
 	Stale Source = "stale"
 )
 
+// ErrUnknownRegistry is returned for a registry (ns) lifeboat does not mirror.
+var ErrUnknownRegistry = errors.New("registry is not mirrored by this lifeboat")
+
+// ErrDigestMismatch is returned when upstream sent bytes that do not match the
+// digest they were asked for or announced under. Nothing is stored.
+var ErrDigestMismatch = errors.New("upstream content does not match its digest")
+
+// Upstream is one mirrored registry: its client and the policy for it.
+type Upstream struct {
+	Client *upstream.Client
+	// TagTTL skips revalidation of a tag confirmed less than TagTTL ago.
+	// Zero: always revalidate.
+	TagTTL time.Duration
+	// ServeStaleOnNotFound serves a cached tag stale when upstream says it
+	// no longer exists (404). Default false: a deleted tag is not served.
+	ServeStaleOnNotFound bool
+	// MaxStaleness refuses to serve a tag stale once upstream last
+	// confirmed it longer ago than this. Zero: no limit.
+	MaxStaleness time.Duration
+	// MaxConcurrentFills bounds the blob downloads from this registry at
+	// once; more wait for a slot. Zero: 16.
+	MaxConcurrentFills int
+}
+
 // Options configure a Proxy.
 type Options struct {
 	// Upstreams are the mirrored registries. At least one.
-	Upstreams []UpstreamConfig
+	Upstreams []Upstream
 	// DefaultRegistry serves requests without ns=. Empty: the first upstream.
 	DefaultRegistry string
-	// Keychain resolves upstream credentials. Nil: anonymous.
-	Keychain authn.Keychain
 	// MaxBlobSize refuses blobs larger than this many bytes. Zero: no limit.
 	MaxBlobSize int64
 	// FillTimeout bounds a whole blob download. Zero: 1h.
@@ -53,10 +76,17 @@ type Options struct {
 	Now func() time.Time
 }
 
+// mirror is one mirrored registry as the proxy holds it.
+type mirror struct {
+	Upstream
+	name      string
+	fillSlots chan struct{}
+}
+
 // Proxy answers pulls from the store and upstream registries.
 type Proxy struct {
 	store         *cache.Store
-	upstreams     map[string]*upstream
+	mirrors       map[string]*mirror
 	defaultName   string
 	maxBlob       int64
 	fillTimeout   time.Duration
@@ -64,22 +94,22 @@ type Proxy struct {
 	metrics       *metrics
 	now           func() time.Time
 	fills         fills
+	manifests     flights
 	revalidations revalidations
 
-	// fillCtx is the parent of every download; Close cancels it and waits
-	// for them.
-	fillCtx   context.Context
-	stopFills context.CancelFunc
-	fillsDone sync.WaitGroup
+	// bg is the parent of every download, manifest fetch and tag
+	// revalidation, which belong to no client; Close cancels it and waits.
+	bg     context.Context
+	stopBg context.CancelFunc
+	bgMu   sync.Mutex
+	closed bool
+	bgDone sync.WaitGroup
 }
 
 // New builds a Proxy over an open store.
 func New(store *cache.Store, opts Options) (*Proxy, error) {
 	if len(opts.Upstreams) == 0 {
 		return nil, fmt.Errorf("no upstream registries configured")
-	}
-	if opts.Keychain == nil {
-		opts.Keychain = authn.NewMultiKeychain()
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -90,51 +120,62 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 	if opts.FillTimeout <= 0 {
 		opts.FillTimeout = time.Hour
 	}
-	if opts.DefaultRegistry == "" {
-		opts.DefaultRegistry = opts.Upstreams[0].Name
+	if opts.DefaultRegistry == "" && opts.Upstreams[0].Client != nil {
+		opts.DefaultRegistry = opts.Upstreams[0].Client.Name()
 	}
-	m := newMetrics(opts.Registerer)
-	fillCtx, stopFills := context.WithCancel(context.Background())
+	bg, stopBg := context.WithCancel(context.Background())
 	p := &Proxy{
-		fillCtx: fillCtx, stopFills: stopFills,
-		store: store, upstreams: make(map[string]*upstream), defaultName: opts.DefaultRegistry,
+		bg: bg, stopBg: stopBg,
+		store: store, mirrors: make(map[string]*mirror), defaultName: opts.DefaultRegistry,
 		maxBlob: opts.MaxBlobSize, fillTimeout: opts.FillTimeout,
-		log: opts.Logger, metrics: m, now: opts.Now,
+		log: opts.Logger, metrics: newMetrics(opts.Registerer), now: opts.Now,
 		fills: fills{m: make(map[string]*fill)},
 	}
-	for _, cfg := range opts.Upstreams {
-		if _, dup := p.upstreams[cfg.Name]; dup {
-			return nil, fmt.Errorf("upstream %s configured twice", cfg.Name)
+	p.revalidations.launch = p.background
+	for _, u := range opts.Upstreams {
+		if u.Client == nil {
+			return nil, errors.New("an upstream has no client")
 		}
-		b := newBreaker(cfg.Breaker, opts.Now, func(open bool, reason string) {
-			if open {
-				m.circuitOpen.WithLabelValues(cfg.Name).Set(1)
-				opts.Logger.Warn("circuit breaker opened: answering from cache without waiting on upstream", "registry", cfg.Name, "reason", reason)
-				return
-			}
-			m.circuitOpen.WithLabelValues(cfg.Name).Set(0)
-			opts.Logger.Info("circuit breaker closed: upstream answers again", "registry", cfg.Name)
-		})
-		m.circuitOpen.WithLabelValues(cfg.Name).Set(0)
-		up, err := newUpstream(cfg, opts.Keychain, func(rt http.RoundTripper) http.RoundTripper {
-			return m.instrument(cfg.Name, rt)
-		}, b)
-		if err != nil {
-			return nil, err
+		name := u.Client.Name()
+		if _, dup := p.mirrors[name]; dup {
+			return nil, fmt.Errorf("upstream %s configured twice", name)
 		}
-		p.upstreams[cfg.Name] = up
+		p.mirrors[name] = &mirror{Upstream: u, name: name, fillSlots: make(chan struct{}, cmp.Or(u.MaxConcurrentFills, 16))}
 	}
-	if _, ok := p.upstreams[p.defaultName]; !ok {
+	if _, ok := p.mirrors[p.defaultName]; !ok {
 		return nil, fmt.Errorf("default registry %s is not among the upstreams", p.defaultName)
 	}
 	return p, nil
 }
 
-// Close stops the downloads in progress (their clients' streams are cut and
-// nothing partial is kept) and waits for them, so the store can be closed.
+// Close stops the work that belongs to no client (downloads in progress,
+// whose clients' streams are cut and nothing partial kept; shared manifest
+// fetches; tag revalidations) and waits for it, so the store can be closed.
 func (p *Proxy) Close() {
-	p.stopFills()
-	p.fillsDone.Wait()
+	p.bgMu.Lock()
+	p.closed = true
+	p.bgMu.Unlock()
+	p.stopBg()
+	p.bgDone.Wait()
+}
+
+// errClosed answers work asked for after Close.
+var errClosed = errors.New("lifeboat is shutting down")
+
+// background runs f on the proxy's own context, tracked by Close. It
+// reports false, and runs nothing, once Close has begun.
+func (p *Proxy) background(f func(ctx context.Context)) bool {
+	p.bgMu.Lock()
+	defer p.bgMu.Unlock()
+	if p.closed {
+		return false
+	}
+	p.bgDone.Add(1)
+	go func() {
+		defer p.bgDone.Done()
+		f(p.bg)
+	}()
+	return true
 }
 
 // Registry resolves a client's ns= value to a mirrored registry name. An
@@ -143,37 +184,24 @@ func (p *Proxy) Registry(ns string) (string, error) {
 	if ns == "" {
 		return p.defaultName, nil
 	}
-	if _, ok := p.upstreams[ns]; !ok {
+	if _, ok := p.mirrors[ns]; !ok {
 		return "", fmt.Errorf("%q: %w", ns, ErrUnknownRegistry)
 	}
 	return ns, nil
 }
 
-func (p *Proxy) upstream(registry string) (*upstream, error) {
-	up, ok := p.upstreams[registry]
+func (p *Proxy) mirror(registry string) (*mirror, error) {
+	m, ok := p.mirrors[registry]
 	if !ok {
 		return nil, fmt.Errorf("%q: %w", registry, ErrUnknownRegistry)
 	}
-	return up, nil
+	return m, nil
 }
 
-// repoPath is the repository name upstream knows: Docker Hub keeps official
-// images under library/, which clients leave out.
-func (u *upstream) repoPath(repo string) string {
-	if u.cfg.Name == "docker.io" && !strings.Contains(repo, "/") {
-		return "library/" + repo
-	}
-	return repo
-}
-
-func decodeJSON(r io.Reader, v any) error {
-	return json.NewDecoder(io.LimitReader(r, maxManifestSize)).Decode(v)
-}
-
-// upstreamFailed logs and counts one failed upstream call.
+// upstreamFailed logs one failed upstream call.
 func (p *Proxy) upstreamFailed(registry, repo, what string, err error) {
-	reason, level := ReasonOther, slog.LevelWarn
-	var ue *UpstreamError
+	reason, level := upstream.ReasonOther, slog.LevelWarn
+	var ue *upstream.Error
 	if errors.As(err, &ue) {
 		reason = ue.Reason
 		if !ue.Unavailable() {
@@ -184,7 +212,7 @@ func (p *Proxy) upstreamFailed(registry, repo, what string, err error) {
 }
 
 // servedStale logs and counts one stale answer.
-func (p *Proxy) servedStale(registry, repo, what string, err *UpstreamError) {
+func (p *Proxy) servedStale(registry, repo, what string, err *upstream.Error) {
 	p.metrics.stale.WithLabelValues(registry, err.Reason).Inc()
 	p.log.Warn("serving stale content: upstream unavailable", "registry", registry, "repository", repo, "reference", what, "reason", err.Reason, "error", err.Err)
 }

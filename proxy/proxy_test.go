@@ -11,6 +11,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/lifeboat-dev/lifeboat/cache"
 	"github.com/lifeboat-dev/lifeboat/internal/upstreamtest"
+	"github.com/lifeboat-dev/lifeboat/upstream"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -42,14 +43,21 @@ func (e *env) open(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = store.Close() })
 	e.store, e.reg = store, prometheus.NewPedanticRegistry()
-	e.p, err = New(store, Options{
-		Upstreams: []UpstreamConfig{{
-			Name: testRegistry, URL: e.up.URL,
-			Timeouts: Timeouts{Revalidate: 500 * time.Millisecond, Request: 5 * time.Second, BodyStall: 2 * time.Second},
-		}},
-		Registerer: e.reg,
-	})
+	e.p = newTestProxy(t, store, upstream.Config{
+		Name: testRegistry, URL: e.up.URL,
+		Timeouts: upstream.Timeouts{Revalidate: 500 * time.Millisecond, Request: 5 * time.Second, BodyStall: 2 * time.Second},
+	}, upstream.Options{Metrics: upstream.NewMetrics(e.reg)}, e.reg)
+}
+
+// newTestProxy builds a proxy over store with one upstream.
+func newTestProxy(t *testing.T, store *cache.Store, cfg upstream.Config, uopts upstream.Options, reg prometheus.Registerer) *Proxy {
+	t.Helper()
+	c, err := upstream.New(cfg, uopts)
 	require.NoError(t, err)
+	p, err := New(store, Options{Upstreams: []Upstream{{Client: c}}, Registerer: reg})
+	require.NoError(t, err)
+	t.Cleanup(p.Close)
+	return p
 }
 
 func (e *env) restart(t *testing.T) {
@@ -116,16 +124,16 @@ func TestMissThenHitThenRestartWithUpstreamDown(t *testing.T) {
 	m, err := e.p.Manifest(t.Context(), testRegistry, "app", d.String())
 	require.NoError(t, err)
 	assert.Equal(t, Hit, m.Source, "manifests by digest never need upstream")
-	assert.Equal(t, 1.0, testutil.ToFloat64(e.p.metrics.stale.WithLabelValues(testRegistry, ReasonRefused)))
+	assert.Equal(t, 1.0, testutil.ToFloat64(e.p.metrics.stale.WithLabelValues(testRegistry, upstream.ReasonRefused)))
 
 	other := upstreamtest.RandomImage(t, 100, 1)
 	od, err := other.Digest()
 	require.NoError(t, err)
 	_, err = e.p.Manifest(t.Context(), testRegistry, "app", od.String())
-	var ue *UpstreamError
+	var ue *upstream.Error
 	require.ErrorAs(t, err, &ue, "an uncached manifest fails with upstream down")
 	assert.True(t, ue.Unavailable())
-	assert.Equal(t, ReasonRefused, ue.Reason)
+	assert.Equal(t, upstream.ReasonRefused, ue.Reason)
 }
 
 func TestTagMovesUpstream(t *testing.T) {
@@ -150,7 +158,7 @@ func TestTagMovesUpstream(t *testing.T) {
 func TestTTLSkipsRevalidation(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.p.upstreams[testRegistry].cfg.TagTTL = time.Hour
+	e.p.mirrors[testRegistry].TagTTL = time.Hour
 	img := upstreamtest.RandomImage(t, 512, 1)
 	e.up.Push(t, "app:v1", img)
 	pullAll(t, e.p, img, "v1")
@@ -168,9 +176,9 @@ func TestUnavailableUpstreamServesStale(t *testing.T) {
 		mode   upstreamtest.Mode
 		reason string
 	}{
-		{upstreamtest.Hang, ReasonTimeout},
-		{upstreamtest.Status503, Reason5xx},
-		{upstreamtest.Status429, Reason429},
+		{upstreamtest.Hang, upstream.ReasonTimeout},
+		{upstreamtest.Status503, upstream.Reason5xx},
+		{upstreamtest.Status429, upstream.Reason429},
 	} {
 		t.Run(string(tc.mode), func(t *testing.T) {
 			t.Parallel()
@@ -184,7 +192,7 @@ func TestUnavailableUpstreamServesStale(t *testing.T) {
 			assert.Equal(t, 1.0, testutil.ToFloat64(e.p.metrics.stale.WithLabelValues(testRegistry, tc.reason)))
 
 			_, err := e.p.Manifest(t.Context(), testRegistry, "app", "never-pushed")
-			var ue *UpstreamError
+			var ue *upstream.Error
 			require.ErrorAs(t, err, &ue)
 			assert.True(t, ue.Unavailable(), "a miss during an outage is unavailable, not not-found")
 		})
@@ -199,9 +207,9 @@ func TestAnswersAboutContentArePassedOn(t *testing.T) {
 	pullAll(t, e.p, img, "v1")
 
 	_, err := e.p.Manifest(t.Context(), testRegistry, "app", "v2")
-	var ue *UpstreamError
+	var ue *upstream.Error
 	require.ErrorAs(t, err, &ue)
-	assert.Equal(t, ReasonNotFound, ue.Reason)
+	assert.Equal(t, upstream.ReasonNotFound, ue.Reason)
 
 	e.up.SetMode(upstreamtest.Unauthorized)
 	_, err = e.p.Manifest(t.Context(), testRegistry, "app", "v1")

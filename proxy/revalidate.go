@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"sync"
+
+	"github.com/lifeboat-dev/lifeboat/upstream"
 )
 
 // revalidations coalesces tag revalidations: concurrent requests for one tag
@@ -14,6 +16,10 @@ import (
 // upstream unavailable, that finding (made after the queued requests
 // arrived) answers them too, and no second HEAD is sent.
 type revalidations struct {
+	// launch runs a HEAD on the proxy's own context, tracked by Close; it
+	// reports false once the proxy is closing.
+	launch func(func(context.Context)) bool
+
 	mu sync.Mutex
 	m  map[string]*tagFlights
 }
@@ -40,8 +46,11 @@ func (rv *revalidations) head(ctx context.Context, key string, run func(context.
 	switch {
 	case tf == nil:
 		mine = &revalidation{done: make(chan struct{})}
+		if !rv.launch(func(ctx context.Context) { rv.run(ctx, key, mine, run) }) {
+			rv.mu.Unlock()
+			return "", errClosed
+		}
 		rv.m[key] = &tagFlights{cur: mine}
-		go rv.run(key, mine, run)
 	case tf.next == nil:
 		mine = &revalidation{done: make(chan struct{})}
 		tf.next = mine
@@ -58,13 +67,13 @@ func (rv *revalidations) head(ctx context.Context, key string, run func(context.
 	}
 }
 
-func (rv *revalidations) run(key string, r *revalidation, run func(context.Context) (string, error)) {
+func (rv *revalidations) run(ctx context.Context, key string, r *revalidation, run func(context.Context) (string, error)) {
 	for r != nil {
-		r.digest, r.err = run(context.Background())
+		r.digest, r.err = run(ctx)
 		rv.mu.Lock()
 		tf := rv.m[key]
 		next := tf.next
-		var ue *UpstreamError
+		var ue *upstream.Error
 		if next != nil && r.err != nil && errors.As(r.err, &ue) && ue.Unavailable() {
 			// Upstream was found unavailable after the queued requests
 			// arrived: that answers them too.

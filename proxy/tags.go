@@ -6,39 +6,40 @@ import (
 	"slices"
 
 	"github.com/lifeboat-dev/lifeboat/cache"
+	"github.com/lifeboat-dev/lifeboat/upstream"
 )
 
 // Tags returns a repository's whole tag list, sorted: from upstream when it
 // answers (and remembered), else the list last seen, marked stale.
 func (p *Proxy) Tags(ctx context.Context, registry, repo string) ([]string, Source, error) {
-	up, err := p.upstream(registry)
+	m, err := p.mirror(registry)
 	if err != nil {
 		return nil, "", err
 	}
-	repo = up.repoPath(repo)
-	cached, cerr := p.store.GetTagList(up.cfg.Name, repo)
+	repo = m.Client.RepoPath(repo)
+	cached, cerr := p.store.GetTagList(m.name, repo)
 	if cerr != nil && !errors.Is(cerr, cache.ErrNotFound) {
 		return nil, "", cerr
 	}
-	budget := up.cfg.Timeouts.Request
+	budget := m.Client.Timeouts().Request
 	if cerr == nil {
-		budget = up.cfg.Timeouts.Revalidate
+		budget = m.Client.Timeouts().Revalidate
 	}
 	uctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
-	tags, err := up.listTags(uctx, repo)
+	tags, err := m.Client.ListTags(uctx, repo)
 	if err != nil {
-		p.upstreamFailed(up.cfg.Name, repo, "tags/list", err)
-		var ue *UpstreamError
+		p.upstreamFailed(m.name, repo, "tags/list", err)
+		var ue *upstream.Error
 		if cerr == nil && errors.As(err, &ue) && ue.Unavailable() && ctx.Err() == nil {
-			p.servedStale(up.cfg.Name, repo, "tags/list", ue)
+			p.servedStale(m.name, repo, "tags/list", ue)
 			return cached.Tags, Stale, nil
 		}
 		return nil, "", err
 	}
 	slices.Sort(tags)
 	tags = slices.Compact(tags)
-	if err := p.store.PutTagList(up.cfg.Name, repo, cache.TagList{Tags: tags, Fetched: p.now()}); err != nil {
+	if err := p.store.PutTagList(m.name, repo, cache.TagList{Tags: tags, Fetched: p.now()}); err != nil {
 		return nil, "", err
 	}
 	return tags, Miss, nil

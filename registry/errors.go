@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	"github.com/lifeboat-dev/lifeboat/proxy"
+	"github.com/lifeboat-dev/lifeboat/upstream"
 )
 
 // OCI distribution error codes used by lifeboat.
@@ -39,7 +40,7 @@ var errUnsupported = errors.New("lifeboat is a read-only pull-through cache: thi
 // toAPIError is the one mapping from an error to an HTTP status and OCI code.
 // Disk and other internal errors are an honest 500, never a 404.
 func toAPIError(k kind, err error) apiError {
-	var ue *proxy.UpstreamError
+	var ue *upstream.Error
 	switch {
 	case errors.Is(err, errUnsupported):
 		return apiError{http.StatusMethodNotAllowed, codeUnsupported, err.Error()}
@@ -59,17 +60,17 @@ func toAPIError(k kind, err error) apiError {
 		return apiError{http.StatusBadGateway, codeDigestInvalid, err.Error()}
 	case errors.Is(err, proxy.ErrDiskFull):
 		return apiError{http.StatusServiceUnavailable, codeUnavailable, err.Error()}
-	case errors.Is(err, proxy.ErrTooLarge):
+	case errors.Is(err, upstream.ErrTooLarge):
 		return apiError{http.StatusBadGateway, codeSizeInvalid, err.Error()}
 	case errors.As(err, &ue):
 		switch {
-		case ue.Reason == proxy.ReasonNotFound:
+		case ue.Reason == upstream.ReasonNotFound:
 			return apiError{http.StatusNotFound, unknownCode(k), fmt.Sprintf("upstream %s: not found", ue.Registry)}
 		case ue.Status == http.StatusUnauthorized:
 			return apiError{http.StatusUnauthorized, codeUnauthorized, fmt.Sprintf("upstream %s refused lifeboat's credentials; pull from it directly", ue.Registry)}
-		case ue.Reason == proxy.ReasonDenied:
+		case ue.Reason == upstream.ReasonDenied:
 			return apiError{http.StatusForbidden, codeDenied, fmt.Sprintf("upstream %s denied access; pull from it directly", ue.Registry)}
-		case ue.Reason == proxy.ReasonBadResponse:
+		case ue.Reason == upstream.ReasonBadResponse:
 			return apiError{http.StatusBadGateway, codeUnknown, ue.Error()}
 		case ue.Unavailable():
 			// Never 429: containerd retries a 429 on the same host, where a

@@ -16,6 +16,7 @@ import (
 	"github.com/lifeboat-dev/lifeboat/cache"
 	"github.com/lifeboat-dev/lifeboat/internal/upstreamtest"
 	"github.com/lifeboat-dev/lifeboat/proxy"
+	"github.com/lifeboat-dev/lifeboat/upstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
@@ -37,15 +38,18 @@ func newStack(t *testing.T) *stack {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = store.Close() })
 	reg := prometheus.NewPedanticRegistry()
-	p, err := proxy.New(store, proxy.Options{
-		Upstreams: []proxy.UpstreamConfig{
-			{Name: "upstream.test", URL: up.URL, Timeouts: proxy.Timeouts{Revalidate: 500 * time.Millisecond, Request: 5 * time.Second}},
-			{Name: "other.test", URL: "http://127.0.0.1:1"},
-		},
-		DefaultRegistry: "upstream.test",
-		Registerer:      reg,
-	})
+	var ups []proxy.Upstream
+	for _, cfg := range []upstream.Config{
+		{Name: "upstream.test", URL: up.URL, Timeouts: upstream.Timeouts{Revalidate: 500 * time.Millisecond, Request: 5 * time.Second}},
+		{Name: "other.test", URL: "http://127.0.0.1:1"},
+	} {
+		c, err := upstream.New(cfg, upstream.Options{})
+		require.NoError(t, err)
+		ups = append(ups, proxy.Upstream{Client: c})
+	}
+	p, err := proxy.New(store, proxy.Options{Upstreams: ups, DefaultRegistry: "upstream.test", Registerer: reg})
 	require.NoError(t, err)
+	t.Cleanup(p.Close)
 	srv := httptest.NewServer(New(p, Options{Registerer: reg}))
 	t.Cleanup(srv.Close)
 	return &stack{up: up, srv: srv, reg: reg}

@@ -8,40 +8,41 @@ import (
 	"strconv"
 
 	"github.com/lifeboat-dev/lifeboat/cache"
-	"github.com/lifeboat-dev/lifeboat/proxy"
+	"github.com/lifeboat-dev/lifeboat/maintenance"
 )
 
 // adminHandler serves the admin API on --admin-listen (loopback by
 // default): what `lifeboat ls`, `gc`, `verify` and `prefetch` use against a
-// running lifeboat.
+// running lifeboat. Each endpoint is one call of the maintenance service,
+// the same the commands make on a data directory no lifeboat holds.
 //
 //	GET  /admin/images                  the cached images (JSON)
 //	POST /admin/gc?dry-run=true         an eviction pass now (JSON report)
 //	POST /admin/verify?repair=true      re-hash every blob (JSON report)
 //	POST /admin/prefetch                {"ref": ..., "platforms": [...], "pin": bool}: progress lines, then a JSON result
 //	POST /admin/unpin?ref=...           remove a pin made by prefetch --pin
-func adminHandler(mux *http.ServeMux, p *proxy.Proxy, store *cache.Store, eviction proxy.EvictionOptions) {
+func adminHandler(mux *http.ServeMux, svc *maintenance.Service) {
 	mux.HandleFunc("GET /admin/images", func(w http.ResponseWriter, r *http.Request) {
-		imgs, err := store.Images()
+		imgs, err := svc.Images()
 		writeJSON(w, imgs, err)
 	})
 	mux.HandleFunc("POST /admin/gc", func(w http.ResponseWriter, r *http.Request) {
 		dry, _ := strconv.ParseBool(r.URL.Query().Get("dry-run"))
-		rep, err := p.Evict(eviction, dry)
+		rep, err := svc.Evict(r.Context(), dry)
 		writeJSON(w, gcReport(rep, dry), err)
 	})
 	mux.HandleFunc("POST /admin/verify", func(w http.ResponseWriter, r *http.Request) {
 		repair, _ := strconv.ParseBool(r.URL.Query().Get("repair"))
-		rep, err := p.Verify(repair)
+		rep, err := svc.Verify(r.Context(), repair)
 		writeJSON(w, rep, err)
 	})
 	mux.HandleFunc("POST /admin/unpin", func(w http.ResponseWriter, r *http.Request) {
-		found, err := store.RemovePin(adminPinSource, r.URL.Query().Get("ref"))
+		found, err := svc.Unpin(r.URL.Query().Get("ref"))
 		writeJSON(w, map[string]bool{"removed": found}, err)
 	})
 	mux.HandleFunc("POST /admin/prefetch", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
-			proxy.PrefetchItem
+			maintenance.PrefetchItem
 			Pin bool `json:"pin"`
 		}
 		if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20)).Decode(&req); err != nil {
@@ -58,10 +59,7 @@ func adminHandler(mux *http.ServeMux, p *proxy.Proxy, store *cache.Store, evicti
 				flusher.Flush()
 			}
 		}
-		res, err := p.Prefetch(r.Context(), req.PrefetchItem, progress)
-		if err == nil && req.Pin {
-			err = store.AddPin(adminPinSource, cache.Pin{Ref: req.Ref, Digest: res.Digest})
-		}
+		res, err := svc.PrefetchAndPin(r.Context(), req.PrefetchItem, req.Pin, progress)
 		result := map[string]any{"result": res}
 		if err != nil {
 			result["error"] = err.Error()
@@ -70,11 +68,6 @@ func adminHandler(mux *http.ServeMux, p *proxy.Proxy, store *cache.Store, evicti
 		progress(string(line))
 	})
 }
-
-// adminPinSource is the pin source of `lifeboat prefetch --pin`; `lifeboat
-// unpin` removes those pins (the prefetch list and containerd's images are
-// pinned by their own sources and follow the config and containerd).
-const adminPinSource = "admin"
 
 // gcJSON is the report of `lifeboat gc`, in JSON.
 type gcJSON struct {

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dev/lifeboat/cache"
-	"github.com/lifeboat-dev/lifeboat/proxy"
+	"github.com/lifeboat-dev/lifeboat/maintenance"
 )
 
 // adminFlags are the flags every admin command shares. A command runs on
@@ -160,7 +160,7 @@ func ls(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	case s != nil:
 		defer s.Close()
-		if imgs, err = s.Images(); err != nil {
+		if imgs, err = maintenance.New(s, maintenance.Options{}).Images(); err != nil {
 			return err
 		}
 	default:
@@ -216,8 +216,10 @@ func gc(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("--min-free-disk: %w", err)
 		}
-		r, err := s.Evict(cache.EvictOptions{MaxSize: size, MinFree: floor.Bytes, MinFreeFraction: floor.Fraction,
-			KeepAccessedAfter: time.Now().Add(-10 * time.Minute), DryRun: *dry})
+		svc := maintenance.New(s, maintenance.Options{
+			Eviction: maintenance.EvictionOptions{MaxSize: size, MinFree: floor.Bytes, MinFreeFraction: floor.Fraction},
+		})
+		r, err := svc.Evict(ctx, *dry)
 		if err != nil {
 			return err
 		}
@@ -256,7 +258,7 @@ func verify(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	case s != nil:
 		defer s.Close()
-		if rep, err = s.Verify(*repair); err != nil {
+		if rep, err = maintenance.New(s, maintenance.Options{}).Verify(ctx, *repair); err != nil {
 			return err
 		}
 	default:
@@ -330,7 +332,7 @@ func prefetch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		resp.Body.Close()
 		var result struct {
-			Result proxy.PrefetchResult `json:"result"`
+			Result maintenance.PrefetchResult `json:"result"`
 			Error  string               `json:"error"`
 		}
 		if err := json.Unmarshal([]byte(last), &result); err != nil {
@@ -356,15 +358,11 @@ func prefetchHere(ctx context.Context, a *adminFlags, s *cache.Store, config str
 	if err != nil {
 		return err
 	}
-	keychain, err := cfg.keychain()
+	svc, err := cfg.newServices(s, newLogger(cfg, stderr), nil, nil)
 	if err != nil {
 		return err
 	}
-	p, err := cfg.newProxy(s, keychain, newLogger(cfg, stderr), nil)
-	if err != nil {
-		return err
-	}
-	defer p.Close()
+	defer svc.Close()
 	failed := 0
 	for _, ref := range a.fs.Args() {
 		progress := func(line string) {
@@ -372,10 +370,7 @@ func prefetchHere(ctx context.Context, a *adminFlags, s *cache.Store, config str
 				fmt.Fprintln(stdout, line)
 			}
 		}
-		res, err := p.Prefetch(ctx, proxy.PrefetchItem{Ref: ref, Platforms: plats}, progress)
-		if err == nil && pin {
-			err = s.AddPin(adminPinSource, cache.Pin{Ref: ref, Digest: res.Digest})
-		}
+		res, err := svc.maintenance.PrefetchAndPin(ctx, maintenance.PrefetchItem{Ref: ref, Platforms: plats}, pin, progress)
 		msg := ""
 		if err != nil {
 			msg = err.Error()
@@ -391,7 +386,7 @@ func prefetchHere(ctx context.Context, a *adminFlags, s *cache.Store, config str
 }
 
 // reportPrefetch prints one image's outcome and reports success.
-func reportPrefetch(a *adminFlags, ref string, res proxy.PrefetchResult, errMsg string, stdout, stderr io.Writer) bool {
+func reportPrefetch(a *adminFlags, ref string, res maintenance.PrefetchResult, errMsg string, stdout, stderr io.Writer) bool {
 	if a.output == "json" {
 		out := map[string]any{"result": res}
 		if errMsg != "" {
@@ -428,7 +423,7 @@ func unpin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for _, ref := range a.fs.Args() {
 		var found bool
 		if s != nil {
-			if found, err = s.RemovePin(adminPinSource, ref); err != nil {
+			if found, err = maintenance.New(s, maintenance.Options{}).Unpin(ref); err != nil {
 				return err
 			}
 		} else {

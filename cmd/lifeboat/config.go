@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/distribution/reference"
+	"github.com/lifeboat-dev/lifeboat/maintenance"
 	"github.com/lifeboat-dev/lifeboat/proxy"
+	"github.com/lifeboat-dev/lifeboat/upstream"
 	"sigs.k8s.io/yaml"
 )
 
@@ -53,7 +55,7 @@ type serveConfig struct {
 	MaxSize          byteSize             `json:"maxSize"`
 	MinFreeDisk      diskFloor            `json:"minFreeDisk"`
 	Eviction         evictionConfig       `json:"eviction"`
-	Prefetch         []proxy.PrefetchItem `json:"prefetch"`
+	Prefetch         []maintenance.PrefetchItem `json:"prefetch"`
 	PrefetchInterval duration             `json:"prefetchInterval"`
 	ContainerdSocket string               `json:"containerdSocket"`
 }
@@ -64,8 +66,8 @@ type evictionConfig struct {
 	KeepDuringOutage duration `json:"keepDuringOutage"`
 }
 
-func (c serveConfig) evictionOptions() proxy.EvictionOptions {
-	return proxy.EvictionOptions{
+func (c serveConfig) evictionOptions() maintenance.EvictionOptions {
+	return maintenance.EvictionOptions{
 		MaxSize: int64(c.MaxSize), MinFree: c.MinFreeDisk.Bytes, MinFreeFraction: c.MinFreeDisk.Fraction,
 		Interval: time.Duration(c.Eviction.Interval), KeepRecent: time.Duration(c.Eviction.KeepRecent),
 		KeepDuringOutage: time.Duration(c.Eviction.KeepDuringOutage),
@@ -101,8 +103,8 @@ type timeoutsConfig struct {
 	BodyStall      duration `json:"bodyStall"`
 }
 
-func (t timeoutsConfig) proxy() proxy.Timeouts {
-	return proxy.Timeouts{
+func (t timeoutsConfig) upstream() upstream.Timeouts {
+	return upstream.Timeouts{
 		Dial: time.Duration(t.Dial), TLSHandshake: time.Duration(t.TLSHandshake),
 		ResponseHeader: time.Duration(t.ResponseHeader), Revalidate: time.Duration(t.Revalidate),
 		Request: time.Duration(t.Request), BodyStall: time.Duration(t.BodyStall),
@@ -368,10 +370,17 @@ func orDefault[T any](v *T, def T) T {
 	return def
 }
 
-// proxyUpstreams turns the config into the proxy's upstreams; zero
+// mirrorConfig is one mirrored registry as the config resolves it: its
+// client's settings and the proxy's policy for it (Client left nil).
+type mirrorConfig struct {
+	upstream.Config
+	proxy.Upstream
+}
+
+// proxyUpstreams turns the config into the mirrored registries; zero
 // per-registry fields inherit the top-level ones.
-func (c serveConfig) proxyUpstreams() []proxy.UpstreamConfig {
-	out := make([]proxy.UpstreamConfig, 0, len(c.Upstreams))
+func (c serveConfig) proxyUpstreams() []mirrorConfig {
+	out := make([]mirrorConfig, 0, len(c.Upstreams))
 	for _, u := range c.Upstreams {
 		breaker := u.Breaker
 		if breaker.Failures == 0 {
@@ -383,18 +392,22 @@ func (c serveConfig) proxyUpstreams() []proxy.UpstreamConfig {
 		if breaker.MaxBackoff == 0 {
 			breaker.MaxBackoff = c.Breaker.MaxBackoff
 		}
-		out = append(out, proxy.UpstreamConfig{
-			Name: u.Name, URL: u.URL,
-			TagTTL:               time.Duration(orDefault(u.TagTTL, c.TagTTL)),
-			MaxStaleness:         time.Duration(orDefault(u.MaxStaleness, c.MaxStaleness)),
-			ServeStaleOnNotFound: orDefault(u.ServeStaleOnNotFound, c.ServeStaleOnNotFound),
-			Timeouts:             u.Timeouts.merged(c.Timeouts).proxy(),
-			Breaker: proxy.BreakerConfig{
-				Failures: breaker.Failures, Backoff: time.Duration(breaker.Backoff), MaxBackoff: time.Duration(breaker.MaxBackoff),
+		out = append(out, mirrorConfig{
+			Config: upstream.Config{
+				Name: u.Name, URL: u.URL,
+				Timeouts: u.Timeouts.merged(c.Timeouts).upstream(),
+				Breaker: upstream.BreakerConfig{
+					Failures: breaker.Failures, Backoff: time.Duration(breaker.Backoff), MaxBackoff: time.Duration(breaker.MaxBackoff),
+				},
+				CAFile:             u.CAFile,
+				InsecureSkipVerify: u.InsecureSkipVerify,
 			},
-			MaxConcurrentFills: c.MaxConcurrentFills,
-			CAFile:             u.CAFile,
-			InsecureSkipVerify: u.InsecureSkipVerify,
+			Upstream: proxy.Upstream{
+				TagTTL:               time.Duration(orDefault(u.TagTTL, c.TagTTL)),
+				MaxStaleness:         time.Duration(orDefault(u.MaxStaleness, c.MaxStaleness)),
+				ServeStaleOnNotFound: orDefault(u.ServeStaleOnNotFound, c.ServeStaleOnNotFound),
+				MaxConcurrentFills:   c.MaxConcurrentFills,
+			},
 		})
 	}
 	return out

@@ -11,9 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/lifeboat-dev/lifeboat/cache"
-	"github.com/lifeboat-dev/lifeboat/proxy"
 	"github.com/lifeboat-dev/lifeboat/registry"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -35,10 +33,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg, stderr)
-
-	keychain, err := cfg.keychain()
-	if err != nil {
-		return err
+	if _, err := cfg.keychain(); err != nil {
+		return err // before anything binds: a broken credentials file is a config error
 	}
 
 	// Health and metrics first: opening the store can take a while (a
@@ -95,29 +91,29 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			log.Error("closing the store", "error", err)
 		}
 	}()
-	p, err := cfg.newProxy(store, keychain, log, reg)
-	if err != nil {
-		return stopEarly(err)
-	}
-	defer p.Close() // stop downloads before the store closes (defers run last-first)
-	if moved := store.RebuiltFrom(); moved != "" {
-		p.IndexRebuilt(moved)
-	}
-	api := registry.New(p, registry.Options{Logger: log, Registerer: reg})
-
-	// The admin API changes the cache: its own listener, loopback by
-	// default, so that exposing metrics to Prometheus does not expose it.
-	eviction := cfg.evictionOptions()
+	var beforeEviction func(context.Context)
 	if cfg.ContainerdSocket != "" {
 		pins, err := newContainerdPins(cfg.ContainerdSocket, store, log)
 		if err != nil {
 			return stopEarly(err)
 		}
 		defer pins.Close()
-		eviction.BeforePass = pins.refresh
+		beforeEviction = pins.refresh
 	}
+	svc, err := cfg.newServices(store, log, reg, beforeEviction)
+	if err != nil {
+		return stopEarly(err)
+	}
+	defer svc.Close() // stop downloads before the store closes (defers run last-first)
+	if moved := store.RebuiltFrom(); moved != "" {
+		svc.maintenance.IndexRebuilt(moved)
+	}
+	api := registry.New(svc.proxy, registry.Options{Logger: log, Registerer: reg})
+
+	// The admin API changes the cache: its own listener, loopback by
+	// default, so that exposing metrics to Prometheus does not expose it.
 	adminMux := http.NewServeMux()
-	adminHandler(adminMux, p, store, eviction)
+	adminHandler(adminMux, svc.maintenance)
 
 	apiLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -145,8 +141,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 			}
 		}
 	})
-	g.Go(func() error { p.RunEviction(gctx, eviction); return nil })
-	g.Go(func() error { p.RunPrefetch(gctx, cfg.Prefetch, time.Duration(cfg.PrefetchInterval)); return nil })
+	g.Go(func() error { svc.maintenance.RunEviction(gctx); return nil })
+	g.Go(func() error { svc.maintenance.RunPrefetch(gctx); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
 		ready.Store(false)
@@ -187,20 +183,4 @@ func newLogger(cfg serveConfig, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
-}
-
-// keychain is the upstream credentials: --docker-config, or anonymous.
-func (c serveConfig) keychain() (authn.Keychain, error) {
-	if c.DockerConfig == "" {
-		return authn.NewMultiKeychain(), nil
-	}
-	return proxy.DockerConfigKeychain(c.DockerConfig)
-}
-
-// newProxy builds the proxy serve (and an offline prefetch) uses.
-func (c serveConfig) newProxy(store *cache.Store, keychain authn.Keychain, log *slog.Logger, reg prometheus.Registerer) (*proxy.Proxy, error) {
-	return proxy.New(store, proxy.Options{
-		Upstreams: c.proxyUpstreams(), DefaultRegistry: c.DefaultRegistry, Keychain: keychain,
-		MaxBlobSize: c.MaxBlobSize, Logger: log, Registerer: reg,
-	})
 }

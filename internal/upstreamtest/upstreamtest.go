@@ -77,6 +77,7 @@ type Upstream struct {
 	token    bool           // demand a bearer token from /token
 	user     string         // if set, /token demands these basic credentials
 	password string
+	holds    map[string]chan struct{} // requests by key wait for the channel to close: see Hold
 }
 
 // SetRateLimitRemaining makes manifest answers carry Docker Hub's
@@ -159,6 +160,35 @@ func (u *Upstream) Stop() {
 	u.srv.Close()
 }
 
+// Hold makes requests with key ("GET manifests", "GET token") wait, once
+// counted, until release is called or their client leaves: a test can then
+// gather concurrent callers before any answer arrives.
+func (u *Upstream) Hold(key string) (release func()) {
+	gate := make(chan struct{})
+	u.mu.Lock()
+	if u.holds == nil {
+		u.holds = map[string]chan struct{}{}
+	}
+	u.holds[key] = gate
+	u.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			u.mu.Lock()
+			delete(u.holds, key)
+			u.mu.Unlock()
+			close(gate)
+		})
+	}
+}
+
+// InFlight is how many requests with key are being answered (or held) now.
+func (u *Upstream) InFlight(key string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.inflight[key]
+}
+
 // Requests counts requests seen, by "METHOD kind" (e.g. "GET blobs").
 func (u *Upstream) Requests(key string) int {
 	u.mu.Lock()
@@ -202,7 +232,15 @@ func (u *Upstream) wrap(next http.Handler) http.Handler {
 		if u.rateLeft != "" && requestKind(r.URL.Path) == "manifests" {
 			w.Header().Set("Ratelimit-Remaining", u.rateLeft)
 		}
+		gate := u.holds[key]
 		u.mu.Unlock()
+		if gate != nil {
+			select {
+			case <-gate:
+			case <-r.Context().Done():
+				return
+			}
+		}
 		mode := u.mode.Load().(Mode)
 		content := requestKind(r.URL.Path) == "manifests" || requestKind(r.URL.Path) == "blobs"
 		switch mode {

@@ -1,4 +1,4 @@
-package proxy
+package maintenance
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/distribution/reference"
 	"github.com/lifeboat-dev/lifeboat/cache"
+	"github.com/lifeboat-dev/lifeboat/proxy"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -35,17 +36,23 @@ type PrefetchResult struct {
 // Prefetch fetches an image (for an index: the index and the children for
 // the wanted platforms, not every architecture) and all its blobs into the
 // cache. progress, if set, receives one line per step.
-func (p *Proxy) Prefetch(ctx context.Context, item PrefetchItem, progress func(string)) (PrefetchResult, error) {
+//
+// Errors do not repeat the reference: callers name it once.
+func (s *Service) Prefetch(ctx context.Context, item PrefetchItem, progress func(string)) (PrefetchResult, error) {
 	if progress == nil {
 		progress = func(string) {}
 	}
+	if s.proxy == nil {
+		return PrefetchResult{}, errors.New("no upstreams configured for prefetch")
+	}
+	p := s.proxy
 	named, err := reference.ParseNormalizedNamed(item.Ref)
 	if err != nil {
-		return PrefetchResult{}, fmt.Errorf("prefetch %q: %w", item.Ref, err)
+		return PrefetchResult{}, err
 	}
 	registry, repo := reference.Domain(named), reference.Path(named)
-	if _, err := p.upstream(registry); err != nil {
-		return PrefetchResult{}, fmt.Errorf("prefetch %s: %w", item.Ref, err)
+	if _, err := p.Registry(registry); err != nil {
+		return PrefetchResult{}, err
 	}
 	ref := "latest"
 	if c, ok := named.(reference.Canonical); ok {
@@ -60,24 +67,24 @@ func (p *Proxy) Prefetch(ctx context.Context, item PrefetchItem, progress func(s
 	res := PrefetchResult{Ref: item.Ref}
 	m, err := p.Manifest(ctx, registry, repo, ref)
 	if err != nil {
-		return res, fmt.Errorf("prefetch %s: %w", item.Ref, err)
+		return res, err
 	}
 	res.Digest = m.Digest
 	progress(fmt.Sprintf("%s: %s %s", item.Ref, m.MediaType, m.Digest))
-	images := []*Manifest{m}
+	images := []*proxy.Manifest{m}
 	if isIndex(m.MediaType) {
 		children, err := childrenFor(m.Body, platforms)
 		if err != nil {
-			return res, fmt.Errorf("prefetch %s: %w", item.Ref, err)
+			return res, err
 		}
 		if len(children) == 0 {
-			return res, fmt.Errorf("prefetch %s: the index has no manifest for %s", item.Ref, strings.Join(platforms, ", "))
+			return res, fmt.Errorf("the index has no manifest for %s", strings.Join(platforms, ", "))
 		}
 		images = images[:0]
 		for _, c := range children {
 			cm, err := p.Manifest(ctx, registry, repo, c.digest.String())
 			if err != nil {
-				return res, fmt.Errorf("prefetch %s (%s): %w", item.Ref, c.platform, err)
+				return res, fmt.Errorf("%s: %w", c.platform, err)
 			}
 			progress(fmt.Sprintf("%s: %s manifest %s", item.Ref, c.platform, cm.Digest))
 			images = append(images, cm)
@@ -86,12 +93,12 @@ func (p *Proxy) Prefetch(ctx context.Context, item PrefetchItem, progress func(s
 	for _, img := range images {
 		refs, _, err := cache.ParseManifest(img.Body)
 		if err != nil {
-			return res, fmt.Errorf("prefetch %s: %w", item.Ref, err)
+			return res, err
 		}
 		for _, d := range refs {
-			n, err := p.fetchBlob(ctx, registry, repo, d)
+			n, err := fetchBlob(ctx, p, registry, repo, d)
 			if err != nil {
-				return res, fmt.Errorf("prefetch %s: blob %s: %w", item.Ref, d, err)
+				return res, fmt.Errorf("blob %s: %w", d, err)
 			}
 			res.Blobs++
 			res.Bytes += n
@@ -102,13 +109,13 @@ func (p *Proxy) Prefetch(ctx context.Context, item PrefetchItem, progress func(s
 }
 
 // fetchBlob makes sure the store holds d, reading a download to its end.
-func (p *Proxy) fetchBlob(ctx context.Context, registry, repo string, d digest.Digest) (int64, error) {
+func fetchBlob(ctx context.Context, p *proxy.Proxy, registry, repo string, d digest.Digest) (int64, error) {
 	b, err := p.Blob(ctx, registry, repo, d, true)
 	if err != nil {
 		return 0, err
 	}
 	defer b.Content.Close()
-	if b.Source == Hit {
+	if b.Source == proxy.Hit {
 		return b.Size, nil
 	}
 	return io.Copy(io.Discard, b.Content)
@@ -159,23 +166,42 @@ func childrenFor(index []byte, platforms []string) ([]child, error) {
 // PinSource is the pin source of the configured prefetch list.
 const PinSource = "prefetch"
 
+// AdminPinSource is the pin source of `lifeboat prefetch --pin`; `lifeboat
+// unpin` removes those pins (the prefetch list and containerd's images are
+// pinned by sources of their own and follow the config and containerd).
+const AdminPinSource = "admin"
+
+// PrefetchAndPin prefetches one image for an admin, pinning it if asked.
+func (s *Service) PrefetchAndPin(ctx context.Context, item PrefetchItem, pin bool, progress func(string)) (PrefetchResult, error) {
+	res, err := s.Prefetch(ctx, item, progress)
+	if err == nil && pin {
+		err = s.store.AddPin(AdminPinSource, cache.Pin{Ref: item.Ref, Digest: res.Digest, Pinned: s.now()})
+	}
+	return res, err
+}
+
+// Unpin removes an admin's pin; false if ref was not pinned by one.
+func (s *Service) Unpin(ref string) (bool, error) {
+	return s.store.RemovePin(AdminPinSource, ref)
+}
+
 // PrefetchAll prefetches the configured list and pins what it resolved to.
 // An item that fails now (an outage) keeps the pin it had; items no longer
 // listed lose theirs.
-func (p *Proxy) PrefetchAll(ctx context.Context, items []PrefetchItem) error {
-	old, err := p.store.Pins()
+func (s *Service) PrefetchAll(ctx context.Context) error {
+	old, err := s.store.Pins()
 	if err != nil {
 		return err
 	}
 	var pins []cache.Pin
 	var errs []error
-	for _, item := range items {
-		start := time.Now()
-		res, err := p.Prefetch(ctx, item, nil)
+	for _, item := range s.prefetch {
+		start := s.now()
+		res, err := s.Prefetch(ctx, item, nil)
 		if err != nil {
-			p.metrics.prefetch.WithLabelValues("error").Inc()
-			p.log.Warn("prefetch failed", "ref", item.Ref, "error", err)
-			errs = append(errs, err)
+			s.metrics.prefetch.WithLabelValues("error").Inc()
+			s.log.Warn("prefetch failed", "ref", item.Ref, "error", err)
+			errs = append(errs, fmt.Errorf("prefetch %s: %w", item.Ref, err))
 			for _, o := range old {
 				if o.Source == PinSource && o.Ref == item.Ref {
 					pins = append(pins, o)
@@ -183,53 +209,35 @@ func (p *Proxy) PrefetchAll(ctx context.Context, items []PrefetchItem) error {
 			}
 			continue
 		}
-		p.metrics.prefetch.WithLabelValues("ok").Inc()
-		p.log.Info("prefetched", "ref", item.Ref, "digest", res.Digest, "blobs", res.Blobs, "bytes", res.Bytes, "duration", time.Since(start))
-		pin := cache.Pin{Ref: item.Ref, Digest: res.Digest, Pinned: p.now()}
+		s.metrics.prefetch.WithLabelValues("ok").Inc()
+		s.log.Info("prefetched", "ref", item.Ref, "digest", res.Digest, "blobs", res.Blobs, "bytes", res.Bytes, "duration", s.now().Sub(start))
+		pin := cache.Pin{Ref: item.Ref, Digest: res.Digest, Pinned: s.now()}
 		// Pinned at once: a long list must not lose its first images to
 		// eviction before the list is done.
-		if err := p.store.AddPin(PinSource, pin); err != nil {
+		if err := s.store.AddPin(PinSource, pin); err != nil {
 			return err
 		}
 		pins = append(pins, pin)
 	}
-	if err := p.store.ReplacePins(PinSource, pins); err != nil {
+	if err := s.store.ReplacePins(PinSource, pins); err != nil {
 		return err
 	}
 	return errors.Join(errs...)
 }
 
-// RunPrefetch prefetches and pins items now and every interval until ctx
+// RunPrefetch prefetches and pins the list now and every interval until ctx
 // ends; after a failure (upstream down at start) it tries again within a
 // minute rather than a whole interval.
-func (p *Proxy) RunPrefetch(ctx context.Context, items []PrefetchItem, interval time.Duration) {
-	if len(items) == 0 {
+func (s *Service) RunPrefetch(ctx context.Context) {
+	if len(s.prefetch) == 0 {
 		return
 	}
-	if interval <= 0 {
-		interval = time.Hour
-	}
-	for {
-		next := interval
-		if err := p.PrefetchAll(ctx, items); err != nil && ctx.Err() == nil {
-			next = min(interval, time.Minute)
-			p.log.Warn("prefetch incomplete; retrying", "in", next, "error", err)
+	every(ctx, func() error { return s.PrefetchAll(ctx) }, func(err error) time.Duration {
+		if err == nil || ctx.Err() != nil {
+			return s.interval
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(next):
-		}
-	}
-}
-
-// AnyCircuitOpen reports whether some upstream's circuit breaker is open:
-// an outage, during which eviction keeps everything recently used.
-func (p *Proxy) AnyCircuitOpen() bool {
-	for _, up := range p.upstreams {
-		if up.breaker.isOpen() {
-			return true
-		}
-	}
-	return false
+		next := min(s.interval, time.Minute)
+		s.log.Warn("prefetch incomplete; retrying", "in", next, "error", err)
+		return next
+	})
 }

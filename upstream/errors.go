@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"context"
@@ -17,16 +17,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
-// ErrUnknownRegistry is returned for a registry (ns) lifeboat does not mirror.
-var ErrUnknownRegistry = errors.New("registry is not mirrored by this lifeboat")
-
-// ErrDigestMismatch is returned when upstream sent bytes that do not match the
-// digest they were asked for or announced under. Nothing is stored.
-var ErrDigestMismatch = errors.New("upstream content does not match its digest")
-
-// ErrTooLarge is returned when upstream content exceeds a configured limit.
-var ErrTooLarge = errors.New("upstream content exceeds the size limit")
-
 // Reasons an upstream call failed, as used in metrics and logs.
 const (
 	ReasonRefused         = "refused"
@@ -44,8 +34,9 @@ const (
 	ReasonOther           = "other" // any other status, or a local failure before the call
 )
 
-// UpstreamError is a failed upstream call, classified.
-type UpstreamError struct {
+// Error is a failed upstream call, classified: the one value metrics, logs
+// and the serve-stale policy read.
+type Error struct {
 	Registry string
 	// Status is the HTTP status upstream (or its token service) answered
 	// with, 0 when no answer came.
@@ -57,23 +48,23 @@ type UpstreamError struct {
 	Err        error
 }
 
-func (e *UpstreamError) Error() string {
+func (e *Error) Error() string {
 	return fmt.Sprintf("upstream %s: %s: %v", e.Registry, e.Reason, e.Err)
 }
 
-func (e *UpstreamError) Unwrap() error { return e.Err }
+func (e *Error) Unwrap() error { return e.Err }
 
 // Unavailable reports whether upstream failed to give a usable answer
 // (refused, DNS, TLS, timeout, 5xx, 429, token service down, a bad or
 // unexpected response), as opposed to an answer about the content (404,
 // 401, 403). Cached content may be served stale only in the first case.
-func (e *UpstreamError) Unavailable() bool {
+func (e *Error) Unavailable() bool {
 	return e.Reason != ReasonNotFound && e.Reason != ReasonDenied
 }
 
 // statusError classifies a non-2xx answer from the registry itself.
-func statusError(registry string, resp *http.Response) *UpstreamError {
-	e := &UpstreamError{Registry: registry, Status: resp.StatusCode, Err: fmt.Errorf("%s %s: %s", resp.Request.Method, resp.Request.URL.Path, resp.Status)}
+func statusError(registry string, resp *http.Response) *Error {
+	e := &Error{Registry: registry, Status: resp.StatusCode, Err: fmt.Errorf("%s %s: %s", resp.Request.Method, resp.Request.URL.Path, resp.Status)}
 	switch {
 	case resp.StatusCode == http.StatusNotFound:
 		e.Reason = ReasonNotFound
@@ -103,15 +94,15 @@ func parseRetryAfter(v string) time.Duration {
 	return 0
 }
 
-// classify turns any error from an upstream call into an *UpstreamError.
+// classify turns any error from an upstream call into an *Error.
 // registryCall tells the registry's own API URLs from others: a failure
 // talking to any other URL during a call is the token service's.
-func classify(registry string, registryCall func(*url.URL) bool, err error) *UpstreamError {
-	var ue *UpstreamError
+func classify(registry string, registryCall func(*url.URL) bool, err error) *Error {
+	var ue *Error
 	if errors.As(err, &ue) {
 		return ue
 	}
-	e := &UpstreamError{Registry: registry, Err: err}
+	e := &Error{Registry: registry, Err: err}
 	authCall := false
 	var te *transport.Error
 	var uerr *url.Error

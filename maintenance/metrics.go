@@ -1,0 +1,53 @@
+package maintenance
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	prefetch     *prometheus.CounterVec
+	cacheBytes   prometheus.Gauge
+	cacheObjects prometheus.Gauge
+	pinnedBytes  prometheus.Gauge
+	freeDisk     prometheus.Gauge
+	evictionRuns prometheus.Counter
+	evictedBlobs *prometheus.CounterVec
+	evictedBytes *prometheus.CounterVec
+	repairs      *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		prefetch: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lifeboat_prefetch_total",
+			Help: "Prefetches of configured images, by result (ok, error).",
+		}, []string{"result"}),
+		cacheBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lifeboat_cache_size_bytes", Help: "Bytes the cache holds, as of the last eviction pass.",
+		}),
+		cacheObjects: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lifeboat_cache_objects", Help: "Blobs (manifests included) the cache holds, as of the last eviction pass.",
+		}),
+		pinnedBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lifeboat_cache_pinned_bytes", Help: "Bytes of pinned images (never evicted), as of the last eviction pass.",
+		}),
+		freeDisk: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lifeboat_cache_free_disk_bytes", Help: "Free bytes on the data directory's filesystem, as of the last eviction pass.",
+		}),
+		evictionRuns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lifeboat_cache_eviction_runs_total", Help: "Eviction passes run.",
+		}),
+		evictedBlobs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lifeboat_cache_evicted_blobs_total", Help: "Blobs evicted, by reason (orphan, lru).",
+		}, []string{"reason"}),
+		evictedBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lifeboat_cache_evicted_bytes_total", Help: "Bytes evicted, by reason (orphan, lru).",
+		}, []string{"reason"}),
+		repairs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lifeboat_cache_repairs_total", Help: "Repairs of the store, by action (index_rebuilt, blob_removed).",
+		}, []string{"action"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.prefetch, m.cacheBytes, m.cacheObjects, m.pinnedBytes, m.freeDisk,
+			m.evictionRuns, m.evictedBlobs, m.evictedBytes, m.repairs)
+	}
+	return m
+}

@@ -1,0 +1,132 @@
+package upstream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// manifestMediaTypes is the Accept list for manifests: every format lifeboat
+// stores and serves unchanged. Docker schema 1 is not among them: its digest
+// is not the digest of its bytes.
+var manifestMediaTypes = []string{
+	"application/vnd.oci.image.index.v1+json",
+	"application/vnd.oci.image.manifest.v1+json",
+	"application/vnd.docker.distribution.manifest.list.v2+json",
+	"application/vnd.docker.distribution.manifest.v2+json",
+}
+
+var manifestAccept = strings.Join(manifestMediaTypes, ", ")
+
+func manifestHeader() http.Header {
+	return http.Header{"Accept": {manifestAccept}}
+}
+
+// ErrTooLarge is returned when upstream content exceeds a limit.
+var ErrTooLarge = errors.New("upstream content exceeds the size limit")
+
+// MaxManifestSize bounds a manifest read into memory (distribution's limit).
+const MaxManifestSize = 4 << 20
+
+// HeadManifest asks upstream which digest ref resolves to. The digest is ""
+// when upstream does not say.
+func (c *Client) HeadManifest(ctx context.Context, repo, ref string) (string, error) {
+	resp, err := c.do(ctx, repo, http.MethodHead, c.url(repo, "manifests", ref), manifestHeader())
+	if err != nil {
+		return "", err
+	}
+	resp.Body.Close()
+	return resp.Header.Get("Docker-Content-Digest"), nil
+}
+
+// Manifest is a manifest as upstream sent it, unverified.
+type Manifest struct {
+	Body []byte
+	// MediaType is upstream's Content-Type, parameters dropped.
+	MediaType string
+	// Digest is upstream's Docker-Content-Digest, if it sent one.
+	Digest string
+}
+
+// GetManifest fetches a manifest by tag or digest, at most MaxManifestSize
+// bytes.
+func (c *Client) GetManifest(ctx context.Context, repo, ref string) (Manifest, error) {
+	resp, err := c.do(ctx, repo, http.MethodGet, c.url(repo, "manifests", ref), manifestHeader())
+	if err != nil {
+		return Manifest{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxManifestSize+1))
+	if err != nil {
+		return Manifest{}, c.classify(err)
+	}
+	if len(body) > MaxManifestSize {
+		return Manifest{}, &Error{Registry: c.cfg.Name, Reason: ReasonBadResponse, Err: fmt.Errorf("manifest %s/%s:%s: %w (%d bytes)", c.cfg.Name, repo, ref, ErrTooLarge, MaxManifestSize)}
+	}
+	mt, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
+	return Manifest{Body: body, MediaType: strings.TrimSpace(mt), Digest: resp.Header.Get("Docker-Content-Digest")}, nil
+}
+
+// HeadBlob returns the blob's size as upstream announces it (-1 if unsaid).
+func (c *Client) HeadBlob(ctx context.Context, repo, dgst string) (int64, error) {
+	resp, err := c.do(ctx, repo, http.MethodHead, c.url(repo, "blobs", dgst), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.ContentLength, nil
+}
+
+// maxTagPages bounds how many pages of a tag list are followed.
+const maxTagPages = 100
+
+// ListTags fetches a repository's whole tag list, following Link headers.
+func (c *Client) ListTags(ctx context.Context, repo string) ([]string, error) {
+	next := c.url(repo, "tags", "list") + "?n=1000"
+	var all []string
+	for page := 0; next != ""; page++ {
+		if page == maxTagPages {
+			return nil, fmt.Errorf("tag list of %s/%s: more than %d pages", c.cfg.Name, repo, maxTagPages)
+		}
+		resp, err := c.do(ctx, repo, http.MethodGet, next, nil)
+		if err != nil {
+			return nil, err
+		}
+		var body struct {
+			Tags []string `json:"tags"`
+		}
+		err = json.NewDecoder(io.LimitReader(resp.Body, MaxManifestSize)).Decode(&body)
+		resp.Body.Close()
+		if err != nil {
+			return nil, c.classify(fmt.Errorf("decode tag list: %w", err))
+		}
+		all = append(all, body.Tags...)
+		next = nextLink(resp.Request.URL, resp.Header.Get("Link"))
+	}
+	return all, nil
+}
+
+// nextLink resolves an RFC 5988 rel="next" link against the request URL.
+func nextLink(base *url.URL, link string) string {
+	if link == "" {
+		return ""
+	}
+	for _, part := range strings.Split(link, ",") {
+		target, params, ok := strings.Cut(strings.TrimSpace(part), ";")
+		if !ok || !strings.Contains(params, `rel="next"`) {
+			continue
+		}
+		target = strings.Trim(strings.TrimSpace(target), "<>")
+		ref, err := url.Parse(target)
+		if err != nil {
+			return ""
+		}
+		return base.ResolveReference(ref).String()
+	}
+	return ""
+}
