@@ -6,30 +6,20 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
+
+	"github.com/lifeboat-dev/lifeboat/nodeconfig"
 )
 
 // configureConfig is every setting of `lifeboat configure-containerd`.
 type configureConfig struct {
-	HostsDir         string
-	Mirror           string
-	Registries       []registryTarget
+	Containerd       nodeconfig.Containerd
+	Registries       []nodeconfig.Target
 	Remove           bool
-	Force            bool
-	DialTimeout      time.Duration
 	ContainerdConfig string
-}
-
-// registryTarget is one registry containerd should reach through lifeboat:
-// the name containerd pulls it by and its real endpoint, containerd's
-// fallback.
-type registryTarget struct {
-	Name, Server string
 }
 
 const configureUsage = `Usage: lifeboat configure-containerd [flags]
@@ -74,20 +64,17 @@ func configureContainerd(_ context.Context, args []string, stdout, stderr io.Wri
 	if err != nil {
 		return err
 	}
+	c := cfg.Containerd
 	if !cfg.Remove && cfg.ContainerdConfig != "" {
-		for _, w := range checkContainerdConfig(cfg.ContainerdConfig, cfg.HostsDir) {
-			fmt.Fprintf(stderr, "lifeboat configure-containerd: warning: %s\n", w)
-		}
+		printWarnings(stderr, nodeconfig.CheckContainerdConfig(cfg.ContainerdConfig, c.HostsDir))
 	}
 	for _, r := range cfg.Registries {
 		var msg string
 		if cfg.Remove {
-			msg, err = cfg.removeHosts(r)
+			msg, err = c.Remove(r)
 		} else {
-			for _, w := range shadowingDirs(cfg.HostsDir, r.Name) {
-				fmt.Fprintf(stderr, "lifeboat configure-containerd: warning: %s\n", w)
-			}
-			msg, err = cfg.writeHosts(r)
+			printWarnings(stderr, c.CheckShadowing(r))
+			msg, err = c.Apply(r)
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", r.Name, err)
@@ -95,6 +82,12 @@ func configureContainerd(_ context.Context, args []string, stdout, stderr io.Wri
 		fmt.Fprintf(stdout, "%s: %s\n", r.Name, msg)
 	}
 	return nil
+}
+
+func printWarnings(stderr io.Writer, warnings []string) {
+	for _, w := range warnings {
+		fmt.Fprintf(stderr, "lifeboat configure-containerd: warning: %s\n", w)
+	}
 }
 
 // loadConfigureConfig resolves defaults < LIFEBOAT_* env < flags. --help
@@ -142,21 +135,22 @@ func loadConfigureConfig(args []string, stdout io.Writer) (configureConfig, erro
 	}
 
 	cfg := configureConfig{
-		HostsDir: *hostsDir, Remove: *remove, Force: *force,
-		DialTimeout: *dialTimeout, ContainerdConfig: *containerdConfig,
+		Containerd: nodeconfig.Containerd{HostsDir: *hostsDir, Force: *force, DialTimeout: *dialTimeout},
+		Remove:     *remove, ContainerdConfig: *containerdConfig,
 	}
+	c := &cfg.Containerd
 	var err error
-	if cfg.Mirror, err = parseMirror(*mirror); err != nil {
-		return configureConfig{}, err
+	if c.Mirror, err = nodeconfig.ParseMirror(*mirror); err != nil {
+		return configureConfig{}, fmt.Errorf("--mirror %q: %w", *mirror, err)
 	}
-	if cfg.HostsDir == "" {
+	if c.HostsDir == "" {
 		return configureConfig{}, errors.New("--hosts-dir must not be empty")
 	}
-	if cfg.HostsDir, err = filepath.Abs(cfg.HostsDir); err != nil {
+	if c.HostsDir, err = filepath.Abs(c.HostsDir); err != nil {
 		return configureConfig{}, fmt.Errorf("--hosts-dir: %w", err)
 	}
-	if cfg.DialTimeout < 0 {
-		return configureConfig{}, fmt.Errorf("--dial-timeout %s: must not be negative", cfg.DialTimeout)
+	if c.DialTimeout < 0 {
+		return configureConfig{}, fmt.Errorf("--dial-timeout %s: must not be negative", c.DialTimeout)
 	}
 	if cfg.Registries, err = parseRegistries(registries); err != nil {
 		return configureConfig{}, err
@@ -172,91 +166,40 @@ func defaultRegistryNames() string {
 	return strings.Join(names, ",")
 }
 
-// parseMirror checks lifeboat's URL: http or https, a host, no path.
-func parseMirror(s string) (string, error) {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "", fmt.Errorf("--mirror %q: %w", s, err)
+// defaultTargets are serve's default upstreams: the registries configured
+// when --registries names none, and the servers of those it names bare.
+func defaultTargets() []nodeconfig.Target {
+	out := make([]nodeconfig.Target, 0, len(defaultUpstreams))
+	for _, u := range defaultUpstreams {
+		out = append(out, nodeconfig.Target{Name: u.Name, Server: u.URL})
 	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", fmt.Errorf("--mirror %q: must be an http or https URL with a host, e.g. http://127.0.0.1:5000", s)
-	}
-	if strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return "", fmt.Errorf("--mirror %q: must be scheme://host[:port] only (lifeboat serves /v2/ at its root)", s)
-	}
-	return u.Scheme + "://" + u.Host, nil
+	return out
 }
-
-// registryName is a registry host as containerd names its directory:
-// docker.io, registry.example.com, localhost:5001.
-var registryName = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]+)?$`)
 
 // parseRegistries turns NAME and NAME=SERVER_URL entries (comma-separated,
 // possibly repeated) into targets; no entries means the default upstreams.
-func parseRegistries(entries []string) ([]registryTarget, error) {
+func parseRegistries(entries []string) ([]nodeconfig.Target, error) {
+	known := defaultTargets()
 	if len(entries) == 0 {
-		out := make([]registryTarget, 0, len(defaultUpstreams))
-		for _, u := range defaultUpstreams {
-			out = append(out, registryTarget{Name: u.Name, Server: u.URL})
-		}
-		return out, nil
+		return known, nil
 	}
-	var out []registryTarget
+	var out []nodeconfig.Target
 	seen := map[string]bool{}
 	for _, entry := range entries {
 		for item := range strings.SplitSeq(entry, ",") {
 			item = strings.TrimSpace(item)
-			name, server, hasServer := strings.Cut(item, "=")
-			if err := checkRegistryName(name); err != nil {
-				return nil, fmt.Errorf("--registries %q: %w", item, err)
-			}
-			if seen[name] {
+			// Only valid names are seen, so a name seen before is a
+			// duplicate whatever follows its "=".
+			if name, _, _ := strings.Cut(item, "="); seen[name] {
 				return nil, fmt.Errorf("--registries: %s named twice", name)
 			}
-			seen[name] = true
-			if !hasServer {
-				server = defaultServer(name)
-			} else if err := checkServer(server); err != nil {
+			t, err := nodeconfig.ParseTarget(item, known)
+			if err != nil {
 				return nil, fmt.Errorf("--registries %q: %w", item, err)
 			}
-			out = append(out, registryTarget{Name: name, Server: server})
+			seen[t.Name] = true
+			out = append(out, t)
 		}
 	}
 	return out, nil
-}
-
-func checkRegistryName(name string) error {
-	switch {
-	case name == "":
-		return errors.New("empty registry name")
-	case name == "." || name == "..":
-		return fmt.Errorf("registry name %q is not a registry host", name)
-	case strings.ContainsAny(name, `/\`):
-		return fmt.Errorf("registry name %q must not contain '/': it is a host such as docker.io, not a repository", name)
-	case !registryName.MatchString(name):
-		return fmt.Errorf("registry name %q must be a registry host, e.g. docker.io or localhost:5001", name)
-	}
-	return nil
-}
-
-func checkServer(s string) error {
-	u, err := url.Parse(s)
-	if err != nil {
-		return fmt.Errorf("server: %w", err)
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return fmt.Errorf("server %q must be an http or https URL, e.g. https://registry.example.com", s)
-	}
-	return nil
-}
-
-// defaultServer is the real registry behind a name: serve's default
-// upstream of that name, else https://<name>.
-func defaultServer(name string) string {
-	for _, u := range defaultUpstreams {
-		if u.Name == name {
-			return u.URL
-		}
-	}
-	return "https://" + name
 }

@@ -1,11 +1,10 @@
-package main
+package nodeconfig
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/pelletier/go-toml/v2"
 	"github.com/pelletier/go-toml/v2/unstable"
@@ -19,12 +18,6 @@ const (
 	createdDirLine = "# lifeboat created this directory: --remove deletes it once it is empty."
 	mergedLine     = "# Merged: lifeboat's host, then the original's (kept in hosts.toml.lifeboat-backup)."
 )
-
-// hostsOptions is what lifeboat's own [host] table says.
-type hostsOptions struct {
-	Mirror      string
-	DialTimeout time.Duration
-}
 
 // isLifeboats reports whether a hosts.toml was written by lifeboat.
 func isLifeboats(b []byte) bool {
@@ -47,23 +40,24 @@ func hasMarker(b []byte, marker string) bool {
 }
 
 // renderHosts is lifeboat's own hosts.toml for a registry.
-func renderHosts(t registryTarget, o hostsOptions, createdDir bool) []byte {
+func (c Containerd) renderHosts(t Target, createdDir bool) []byte {
 	var b bytes.Buffer
 	b.WriteString(hostsHeader + "\n" + hostsExplained + "\n")
 	if createdDir {
 		b.WriteString(createdDirLine + "\n")
 	}
 	fmt.Fprintf(&b, "server = %s\n\n", tomlString(t.Server))
-	writeHostTable(&b, o)
+	c.writeHostTable(&b)
 	return b.Bytes()
 }
 
-func writeHostTable(b *bytes.Buffer, o hostsOptions) {
-	fmt.Fprintf(b, "[host.%s]\n  capabilities = [\"pull\", \"resolve\"]\n", tomlString(o.Mirror))
-	if o.DialTimeout > 0 {
+// writeHostTable is lifeboat's own [host] table.
+func (c Containerd) writeHostTable(b *bytes.Buffer) {
+	fmt.Fprintf(b, "[host.%s]\n  capabilities = [\"pull\", \"resolve\"]\n", tomlString(c.Mirror))
+	if c.DialTimeout > 0 {
 		// containerd 2.x parses it with time.ParseDuration, and ignores
 		// the whole file if that fails; 1.x ignores the key.
-		fmt.Fprintf(b, "  dial_timeout = %s\n", tomlString(o.DialTimeout.String()))
+		fmt.Fprintf(b, "  dial_timeout = %s\n", tomlString(c.DialTimeout.String()))
 	}
 }
 
@@ -71,10 +65,10 @@ func writeHostTable(b *bytes.Buffer, o hostsOptions) {
 // top-level keys (server and the settings that go with it) first, then
 // lifeboat's [host] table, then the original's tables, as the original
 // text, in its order. A table the original has for the mirror itself is
-// dropped (lifeboat's replaces it). The result is a function of orig and
-// o only, so a second run writes the same bytes.
-func mergeHosts(orig []byte, t registryTarget, o hostsOptions) ([]byte, error) {
-	doc, err := splitHosts(orig, o.Mirror)
+// dropped (lifeboat's replaces it). The result is a function of orig, t and
+// c only, so a second run writes the same bytes.
+func (c Containerd) mergeHosts(orig []byte, t Target) ([]byte, error) {
+	doc, err := splitHosts(orig, c.Mirror)
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +82,7 @@ func mergeHosts(orig []byte, t registryTarget, o hostsOptions) ([]byte, error) {
 		b.WriteString("\n")
 	}
 	b.WriteString("\n")
-	writeHostTable(&b, o)
+	c.writeHostTable(&b)
 	if rest := bytes.TrimLeft(doc.rest, "\r\n"); len(rest) > 0 {
 		b.WriteString("\n")
 		b.Write(rest)
@@ -101,8 +95,8 @@ func mergeHosts(orig []byte, t registryTarget, o hostsOptions) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("merged file does not parse (%w)", err)
 	}
-	if len(hosts) == 0 || hosts[0] != o.Mirror {
-		return nil, fmt.Errorf("merged file does not list %s first", o.Mirror)
+	if len(hosts) == 0 || hosts[0] != c.Mirror {
+		return nil, fmt.Errorf("merged file does not list %s first", c.Mirror)
 	}
 	return b.Bytes(), nil
 }

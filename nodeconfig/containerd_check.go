@@ -1,4 +1,4 @@
-package main
+package nodeconfig
 
 import (
 	"errors"
@@ -15,10 +15,12 @@ import (
 // which takes config_path as one directory, so this list finds nothing.
 const containerd2DefaultConfigPath = "/etc/containerd/certs.d:/etc/docker/certs.d"
 
-// checkContainerdConfig warns when containerd, configured by the file at
-// path, will not read the hosts.toml files in hostsDir. It never fails:
-// what it cannot check, it says.
-func checkContainerdConfig(path, hostsDir string) []string {
+// CheckContainerdConfig warns when containerd, configured by the file at
+// path, will not read the hosts.toml files in hostsDir: config_path unset,
+// pointing elsewhere, or a colon-separated list (containerd 2.x pulls ignore
+// every hosts.toml then). It never fails: what it cannot check, it says.
+// Each warning is one line.
+func CheckContainerdConfig(path, hostsDir string) []string {
 	raw, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return []string{fmt.Sprintf("containerd config %s does not exist, so containerd's defaults apply: 1.x reads no hosts.toml at all, "+
