@@ -51,7 +51,7 @@ func (p *Proxy) Evict(opts EvictionOptions, dryRun bool) (cache.EvictReport, err
 	if p.AnyCircuitOpen() {
 		keep = max(keep, opts.KeepDuringOutage)
 	}
-	r, err := p.store.Evict(cache.EvictOptions{
+	r, err := p.store.Evict(context.TODO(), cache.EvictOptions{
 		MaxSize: opts.MaxSize, MinFree: opts.MinFree, MinFreeFraction: opts.MinFreeFraction,
 		KeepAccessedAfter: p.now().Add(-keep), DryRun: dryRun,
 	})
@@ -106,7 +106,7 @@ func (p *Proxy) RunEviction(ctx context.Context, opts EvictionOptions) {
 // Verify re-hashes every cached blob; with repair, damaged ones are removed
 // so they are fetched again.
 func (p *Proxy) Verify(repair bool) (cache.VerifyReport, error) {
-	r, err := p.store.Verify(repair)
+	r, err := p.store.Verify(context.TODO(), repair)
 	for _, d := range r.Damaged {
 		if d.Removed {
 			p.metrics.repairs.WithLabelValues("blob_removed").Inc()

@@ -216,7 +216,7 @@ func gc(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("--min-free-disk: %w", err)
 		}
-		r, err := s.Evict(cache.EvictOptions{MaxSize: size, MinFree: floor.Bytes, MinFreeFraction: floor.Fraction,
+		r, err := s.Evict(ctx, cache.EvictOptions{MaxSize: size, MinFree: floor.Bytes, MinFreeFraction: floor.Fraction,
 			KeepAccessedAfter: time.Now().Add(-10 * time.Minute), DryRun: *dry})
 		if err != nil {
 			return err
@@ -256,7 +256,7 @@ func verify(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	case s != nil:
 		defer s.Close()
-		if rep, err = s.Verify(*repair); err != nil {
+		if rep, err = s.Verify(ctx, *repair); err != nil {
 			return err
 		}
 	default:
