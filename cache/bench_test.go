@@ -161,7 +161,7 @@ func BenchmarkEvictionPass100k(b *testing.B) {
 		b.Fatal(err)
 	}
 	for b.Loop() {
-		r, err := s.Evict(EvictOptions{MaxSize: st.Bytes * 9 / 10, KeepAccessedAfter: time.Now().Add(time.Hour), DryRun: true})
+		r, err := s.Evict(b.Context(), EvictOptions{MaxSize: st.Bytes * 9 / 10, KeepAccessedAfter: time.Now().Add(time.Hour), DryRun: true})
 		if err != nil || len(r.Removed) == 0 {
 			b.Fatal(err, len(r.Removed))
 		}

@@ -1,9 +1,11 @@
 package cache
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -66,35 +68,115 @@ func (s *Store) OpenBlob(d digest.Digest) (*os.File, BlobInfo, error) {
 	if err != nil {
 		return nil, BlobInfo{}, err
 	}
+	seen := sighting{d: d, row: blobRecord{Size: info.Size, Stored: info.Stored}}
 	f, err := os.Open(s.blobPath(d))
 	if errors.Is(err, os.ErrNotExist) {
 		// The row outlived its file (removed by hand, or a disk fault):
-		// forget it so the content is fetched again.
-		s.forget(d)
-		return nil, BlobInfo{}, fmt.Errorf("blob %s: file missing: %w", d, ErrNotFound)
+		// forget it so the content is fetched again. (If an eviction
+		// removed both since Stat, forget finds the row gone.)
+		return nil, BlobInfo{}, s.notServed(seen, fmt.Errorf("blob %s: file missing: %w", d, ErrNotFound))
 	}
 	if err != nil {
 		return nil, BlobInfo{}, fmt.Errorf("open blob %s: %w", d, err)
 	}
-	if fi, err := f.Stat(); err != nil || fi.Size() != info.Size {
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, BlobInfo{}, fmt.Errorf("stat blob %s: %w", d, err)
+	}
+	if fi.Size() != info.Size {
 		// Truncated or grown behind our back: never serve it.
 		f.Close()
-		s.forget(d)
-		return nil, BlobInfo{}, fmt.Errorf("blob %s: file size differs from the index: %w", d, ErrNotFound)
+		seen.file = fi
+		return nil, BlobInfo{}, s.notServed(seen, fmt.Errorf("blob %s: file size differs from the index: %w", d, ErrNotFound))
 	}
 	s.Touch(d)
 	return f, info, nil
 }
 
-// forget removes a blob's rows and file: it was found damaged or missing.
-func (s *Store) forget(d digest.Digest) {
+// notServed forgets a blob OpenBlob found damaged and returns err, with
+// the failure to forget it if any.
+func (s *Store) notServed(seen sighting, err error) error {
+	if _, ferr := s.forget(seen); ferr != nil {
+		return fmt.Errorf("%w (%w)", err, ferr)
+	}
+	return err
+}
+
+// sighting is what a check made without the commit lock saw of a blob: its
+// row, and its file (nil when missing). An eviction or a commit may have
+// changed both before the check's conclusion is acted on.
+type sighting struct {
+	d    digest.Digest
+	row  blobRecord
+	file os.FileInfo
+}
+
+// unchanged reports whether the row and the file of seen.d are still the
+// ones seen: the same row (size and stored time), and the file still
+// missing or still the same file (same inode, size and modification time).
+// Nothing rewrites a blob file in place (a commit renames a new file over
+// it), so the same file still has the bytes that were checked: what was
+// wrong with them still is, without re-hashing with commits held off. The
+// caller holds commitMu exclusively, so that neither can change meanwhile.
+func (s *Store) unchanged(seen sighting) (bool, error) {
+	var row blobRecord
+	found := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		raw := bucket(tx, bucketBlobs).Get([]byte(seen.d.String()))
+		if found = raw != nil; found {
+			_ = json.Unmarshal(raw, &row) // as Verify lists it: an unreadable row is size 0
+		}
+		return nil
+	})
+	if err != nil || !found || row.Size != seen.row.Size || !row.Stored.Equal(seen.row.Stored) {
+		return false, err
+	}
+	if seen.d.Validate() != nil {
+		return true, nil // no file: the row is what is wrong
+	}
+	fi, err := os.Stat(s.blobPath(seen.d))
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return seen.file == nil, nil
+	case err != nil:
+		return false, err
+	case seen.file == nil:
+		return false, nil // committed again since
+	}
+	return os.SameFile(fi, seen.file) && fi.Size() == seen.file.Size() && fi.ModTime().Equal(seen.file.ModTime()), nil
+}
+
+// recheck confirms, holding commits and evictions off, that a problem seen
+// without the lock is still there (see unchanged); with remove, it then
+// removes that row and that file, in the same hold. removed says whether
+// both went.
+func (s *Store) recheck(seen sighting, remove bool) (confirmed, removed bool, err error) {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
-	_ = os.Remove(s.blobPath(d))
-	_ = s.db.Update(func(tx *bolt.Tx) error { return deleteBlobRows(tx, d.String()) })
+	if confirmed, err = s.unchanged(seen); err != nil || !confirmed || !remove {
+		return confirmed, false, err
+	}
+	if seen.d.Validate() == nil {
+		if err := os.Remove(s.blobPath(seen.d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return true, false, fmt.Errorf("remove blob %s: %w", seen.d, err)
+		}
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error { return deleteBlobRows(tx, seen.d.String()) }); err != nil {
+		return true, false, fmt.Errorf("forget blob %s: %w", seen.d, err)
+	}
 	s.mu.Lock()
-	delete(s.access, d)
+	delete(s.access, seen.d)
 	s.mu.Unlock()
+	return true, true, nil
+}
+
+// forget removes a blob's rows and file, found damaged or missing, if they
+// are still the ones seen: a blob evicted and committed again since is
+// left alone. It reports whether it removed them.
+func (s *Store) forget(seen sighting) (bool, error) {
+	_, removed, err := s.recheck(seen, true)
+	return removed, err
 }
 
 // Ingest is a blob being written. Write hashes as it goes; Commit verifies,
@@ -125,9 +207,7 @@ func (s *Store) NewIngest(d digest.Digest, size int64) (*Ingest, error) {
 // Path is the file being written; readers may open it to follow the download.
 func (w *Ingest) Path() string { return w.f.Name() }
 
-// Written is the number of bytes written so far.
-func (w *Ingest) Written() int64 { return w.written }
-
+// Write writes to the ingest file and hashes what was written.
 func (w *Ingest) Write(p []byte) (int, error) {
 	n, err := w.f.Write(p)
 	w.h.Write(p[:n])

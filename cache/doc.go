@@ -13,10 +13,11 @@
 //	v1                                 root, versioned so the schema can move
 //	├── blobs       <digest>           → blobRecord  {size, stored}
 //	├── manifests   <digest>           → manifestRecord {mediaType, refs}
-//	├── tags        <registry>/<repo>:<tag> → tagRecord {digest, mediaType, confirmed}
-//	├── taglists    <registry>/<repo>  → tagListRecord {tags, fetched}
+//	├── tags        <registry>/<repo>:<tag> → Tag {digest, mediaType, confirmed}
+//	├── taglists    <registry>/<repo>  → TagList {tags, fetched}
 //	├── access      <digest>           → last access, unix nanoseconds (8 bytes, big endian)
-//	└── pins        <source> <ref>     → Pin {ref, digest, source, pinned}
+//	├── pins        <source> <ref>     → Pin {ref, digest, source, pinned}
+//	└── tombstones  <digest>           → empty: an evicted blob whose file may still be on disk
 //
 // A blob becomes visible only after its bytes were hashed and matched the
 // digest, the file was fsynced and renamed into place, and its row was written
@@ -24,8 +25,16 @@
 // whole, verified blob: Open removes ingest leftovers, drops rows whose file
 // is gone or has another size, and adopts a file without a row if its bytes
 // hash to its name (a crash between rename and index write), removing it
-// otherwise. OpenBlob forgets a blob whose file no longer has the indexed
-// size.
+// otherwise. OpenBlob forgets a blob whose file is missing or no longer has
+// the indexed size.
+//
+// Eviction removes a blob's rows and writes its tombstone in one
+// transaction, with commits held off, then unlinks the file and deletes the
+// tombstone. A tombstone left behind (a crash, or a pass stopped between
+// the two) names a file with no row to remove without re-hashing: Open
+// removes it, or the next eviction pass does, unless the digest was
+// committed again meanwhile (it has a row again), in which case only the
+// tombstone goes.
 //
 // Last-access times are kept in memory by Touch and written in batches by
 // FlushAccess (and on Close), never one bbolt write per request.

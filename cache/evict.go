@@ -1,7 +1,12 @@
 package cache
 
 import (
+	"bytes"
+	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"maps"
 	"os"
 	"slices"
 	"syscall"
@@ -77,54 +82,101 @@ func (s *Store) DiskSpace() (free, size int64, err error) {
 // opts.KeepAccessedAfter are never evicted. Readers of an evicted file keep
 // reading it: the space is freed when they close it.
 //
-// The choice and the removal of rows happen in one write transaction, with
-// commits held off, so no manifest, tag or blob committed meanwhile can be
-// missed by the choice or removed by it.
-func (s *Store) Evict(opts EvictOptions) (EvictReport, error) {
+// A pass plans in a read transaction. A store under its limits (or with
+// nothing it may evict, and no files an interrupted pass left to unlink)
+// costs no write transaction, no fsync and no hold of commits. Only when the plan removes something does the pass hold commits
+// off and plan again in the write transaction that removes the rows, so
+// that no manifest, tag or blob committed meanwhile can be missed by the
+// choice or removed by it; it unlinks the files before it lets commits in.
+//
+// The free-disk floor needs the filesystem's free space. When that cannot
+// be read, the pass still applies MaxSize, and the error it returns (with
+// the report) joins the statfs failure: the floor was not applied.
+//
+// When ctx ends, the pass stops and returns the report so far with an
+// error wrapping ctx.Err(). Stopped while planning, it removed nothing.
+// Stopped while unlinking, the rows in the report are gone and the files
+// not yet unlinked keep their tombstones; the next pass (or Open) removes
+// them.
+func (s *Store) Evict(ctx context.Context, opts EvictOptions) (EvictReport, error) {
 	s.evictMu.Lock()
 	defer s.evictMu.Unlock()
 	start := time.Now()
-	var r EvictReport
-	r.FreeBefore, r.DiskSize, _ = s.DiskSpace()
-	if r.DiskSize > 0 {
-		opts.MinFree = max(opts.MinFree, int64(opts.MinFreeFraction*float64(r.DiskSize)))
+	var base EvictReport
+	var diskErr error
+	base.FreeBefore, base.DiskSize, diskErr = s.DiskSpace()
+	if diskErr != nil {
+		diskErr = fmt.Errorf("evict: free-disk floor not applied: %w", diskErr)
 	}
+	if base.DiskSize > 0 {
+		opts.MinFree = max(opts.MinFree, int64(opts.MinFreeFraction*float64(base.DiskSize)))
+	}
+	r, err := s.evict(ctx, opts, base)
+	r.Duration = time.Since(start)
+	return r, errors.Join(err, diskErr)
+}
+
+// evict is Evict once the disk space is known (in base).
+func (s *Store) evict(ctx context.Context, opts EvictOptions, base EvictReport) (EvictReport, error) {
+	r := base
 	var removed map[digest.Digest]bool
-	decide := func(tx *bolt.Tx) error {
-		g, err := s.readGraph(tx)
-		if err != nil {
-			return err
-		}
-		removed = plan(g, opts, &r)
-		return nil
+	leftovers := false
+	err := s.db.View(func(tx *bolt.Tx) error {
+		var err error
+		removed, err = s.planIn(ctx, tx, opts, &r)
+		leftovers = hasTombstones(tx)
+		return err
+	})
+	if err != nil {
+		return r, fmt.Errorf("evict: %w", err)
 	}
-	if opts.DryRun {
-		err := s.db.View(decide)
-		r.Duration = time.Since(start)
-		return r, err
+	if opts.DryRun || (len(removed) == 0 && !leftovers) {
+		return r, nil
 	}
+
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		if err := decide(tx); err != nil || len(removed) == 0 {
+	var files map[digest.Digest]bool // to unlink
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		r = base
+		var err error
+		if files, err = leftoverTombstones(tx); err != nil {
+			return err
+		}
+		if removed, err = s.planIn(ctx, tx, opts, &r); err != nil || len(removed) == 0 {
 			return err
 		}
 		return s.removeRows(tx, removed, &r)
 	})
 	if err != nil {
+		r.rolledBack()
 		return r, fmt.Errorf("evict: %w", err)
 	}
-	if len(removed) > 0 {
-		if err := s.unlink(removed); err != nil {
-			return r, err
-		}
-	}
-	r.Duration = time.Since(start)
-	return r, nil
+	maps.Copy(files, removed)
+	return r, s.unlink(ctx, files)
 }
 
-// plan chooses what to evict from g and fills in r's sizes.
-func plan(g *graph, opts EvictOptions, r *EvictReport) map[digest.Digest]bool {
+// rolledBack makes r say that nothing was removed: the transaction that
+// removed its rows did not commit.
+func (r *EvictReport) rolledBack() {
+	r.ObjectsAfter += int64(len(r.Removed))
+	r.SizeAfter = r.SizeBefore
+	r.Removed, r.Tags = nil, nil
+}
+
+// planIn reads the graph in tx and plans from it.
+func (s *Store) planIn(ctx context.Context, tx *bolt.Tx, opts EvictOptions, r *EvictReport) (map[digest.Digest]bool, error) {
+	g, err := s.readGraph(tx)
+	if err != nil {
+		return nil, err
+	}
+	return plan(ctx, g, opts, r)
+}
+
+// plan chooses what to evict from g and fills in r. It sets r.Removed and
+// r.Tags only once the choice is complete: when ctx ends first, it returns
+// ctx's error and r says that nothing is removed.
+func plan(ctx context.Context, g *graph, opts EvictOptions, r *EvictReport) (map[digest.Digest]bool, error) {
 	for _, n := range g.size {
 		r.SizeBefore += n
 	}
@@ -142,16 +194,20 @@ func plan(g *graph, opts EvictOptions, r *EvictReport) map[digest.Digest]bool {
 	}
 	removed := map[digest.Digest]bool{}
 	if r.Needed <= 0 {
-		return removed
+		return removed, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	keep := func(d digest.Digest) bool {
 		return pinned[d] || g.access[d].After(opts.KeepAccessedAfter)
 	}
 	freed := int64(0)
+	var evicted []Evicted
 	remove := func(d digest.Digest, reason string) {
 		removed[d] = true
 		freed += g.size[d]
-		r.Removed = append(r.Removed, Evicted{Digest: d, Size: g.size[d], Reason: reason})
+		evicted = append(evicted, Evicted{Digest: d, Size: g.size[d], Reason: reason})
 	}
 
 	// Orphans first, oldest first.
@@ -176,6 +232,9 @@ func plan(g *graph, opts EvictOptions, r *EvictReport) map[digest.Digest]bool {
 	}
 	var images []image
 	for _, root := range g.roots() {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		members := g.closure(root)
 		if slices.ContainsFunc(members, keep) {
 			continue
@@ -203,15 +262,19 @@ func plan(g *graph, opts EvictOptions, r *EvictReport) map[digest.Digest]bool {
 		if freed >= r.Needed {
 			break
 		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		drop(img.root)
 	}
+	r.Removed = evicted
 	for d := range removed {
 		r.Tags = append(r.Tags, g.tags[d]...)
 	}
 	slices.Sort(r.Tags)
 	r.SizeAfter = r.SizeBefore - freed
 	r.ObjectsAfter -= int64(len(removed))
-	return removed
+	return removed, nil
 }
 
 // removeRows deletes the rows of removed blobs and the tags resolving to
@@ -240,19 +303,68 @@ func (s *Store) removeRows(tx *bolt.Tx, removed map[digest.Digest]bool, r *Evict
 }
 
 // unlink removes evicted files, then their tombstones. The caller holds
-// commitMu, so no commit of the same digest can be undone here.
-func (s *Store) unlink(removed map[digest.Digest]bool) error {
-	for d := range removed {
-		if err := os.Remove(s.blobPath(d)); err != nil && !os.IsNotExist(err) {
-			return fmt.Errorf("evict: %w", err)
+// commitMu, so no commit of the same digest can be undone here. When ctx
+// ends (or a file cannot be removed), the files left keep their
+// tombstones: the next pass or Open removes them.
+func (s *Store) unlink(ctx context.Context, files map[digest.Digest]bool) error {
+	var gone [][]byte
+	var err error
+	for d := range files {
+		if err = ctx.Err(); err != nil {
+			break
 		}
-	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		for d := range removed {
-			if err := bucket(tx, bucketTombstones).Delete([]byte(d.String())); err != nil {
-				return err
+		// A row an index edit left with an invalid digest has no path.
+		if d.Validate() == nil {
+			if rerr := os.Remove(s.blobPath(d)); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+				err = rerr
+				break
 			}
+		}
+		gone = append(gone, []byte(d.String()))
+	}
+	if len(gone) > 0 {
+		err = errors.Join(err, s.db.Update(func(tx *bolt.Tx) error {
+			for _, k := range gone {
+				if err := bucket(tx, bucketTombstones).Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		}))
+	}
+	if err != nil {
+		return fmt.Errorf("evict: %d of %d files not unlinked yet: %w", len(files)-len(gone), len(files), err)
+	}
+	return nil
+}
+
+// hasTombstones reports whether an earlier pass left files to unlink.
+func hasTombstones(tx *bolt.Tx) bool {
+	k, _ := bucket(tx, bucketTombstones).Cursor().First()
+	return k != nil
+}
+
+// leftoverTombstones returns the blobs whose rows an earlier pass removed
+// but whose files it did not unlink. A digest committed again since has a
+// row and a new file: its tombstone is dropped and the file kept.
+func leftoverTombstones(tx *bolt.Tx) (map[digest.Digest]bool, error) {
+	files := map[digest.Digest]bool{}
+	var recommitted [][]byte
+	err := bucket(tx, bucketTombstones).ForEach(func(k, _ []byte) error {
+		if bucket(tx, bucketBlobs).Get(k) != nil {
+			recommitted = append(recommitted, bytes.Clone(k))
+		} else {
+			files[digest.Digest(k)] = true
 		}
 		return nil
 	})
+	if err != nil {
+		return nil, err
+	}
+	for _, k := range recommitted {
+		if err := bucket(tx, bucketTombstones).Delete(k); err != nil {
+			return nil, err
+		}
+	}
+	return files, nil
 }

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -59,7 +60,9 @@ type Store struct {
 	rebuiltFrom string // a corrupt index moved aside at Open, if any
 
 	// commitMu: a commit (rename and index row) holds it shared; eviction
-	// holds it exclusively while it chooses, removes rows and unlinks.
+	// holds it exclusively while it chooses, removes rows and unlinks (not
+	// while it plans a pass that removes nothing), and so does forgetting
+	// a damaged blob while it re-checks and removes it.
 	commitMu sync.RWMutex
 	evictMu  sync.Mutex // one eviction at a time
 }
@@ -159,6 +162,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// init creates the root bucket and every bucket under it.
 func (s *Store) init() error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		root, err := tx.CreateBucketIfNotExists(bucketRoot)
@@ -316,11 +320,30 @@ func fileMatches(path string, d digest.Digest) (bool, error) {
 		return false, err
 	}
 	defer f.Close()
+	return hashMatches(context.Background(), f, d)
+}
+
+// hashMatches hashes what r holds against d; it stops when ctx ends.
+func hashMatches(ctx context.Context, r io.Reader, d digest.Digest) (bool, error) {
 	v := d.Verifier()
-	if _, err := io.Copy(v, f); err != nil {
-		return false, fmt.Errorf("re-hash %s: %w", path, err)
+	if _, err := io.Copy(v, ctxReader{ctx, r}); err != nil {
+		return false, fmt.Errorf("re-hash %s: %w", d, err)
 	}
 	return v.Verified(), nil
+}
+
+// ctxReader reads from r until ctx ends, so that hashing a big file can be
+// interrupted between reads.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
 }
 
 // Close flushes access times and closes the index.
@@ -342,6 +365,7 @@ func deleteBlobRows(tx *bolt.Tx, key string) error {
 	return nil
 }
 
+// bucket is the bucket name under the root bucket.
 func bucket(tx *bolt.Tx, name []byte) *bolt.Bucket {
 	return tx.Bucket(bucketRoot).Bucket(name)
 }
@@ -357,6 +381,7 @@ func (s *Store) getJSON(b []byte, key string, v any) error {
 	})
 }
 
+// putJSON encodes v as the row key of bucket b.
 func putJSON(tx *bolt.Tx, b []byte, key string, v any) error {
 	raw, err := json.Marshal(v)
 	if err != nil {

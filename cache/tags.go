@@ -12,6 +12,7 @@ type TagKey struct {
 	Registry, Repo, Tag string
 }
 
+// String is the key's row in the tags bucket: registry/repo:tag.
 func (k TagKey) String() string { return k.Registry + "/" + k.Repo + ":" + k.Tag }
 
 // Tag is what a tag resolved to, and when upstream last confirmed it.
