@@ -67,11 +67,12 @@ func (s *Service) Evict(ctx context.Context, dryRun bool) (cache.EvictReport, er
 		MaxSize: opts.MaxSize, MinFree: opts.MinFree, MinFreeFraction: opts.MinFreeFraction,
 		KeepAccessedAfter: s.now().Add(-keep), DryRun: dryRun,
 	})
-	if err != nil || dryRun {
-		return r, err
+	// A pass that ran to its end is counted even if it reports an error
+	// (a free-disk floor it could not read): only a cancelled one is not.
+	if !dryRun && ctx.Err() == nil {
+		s.record(r, keep > opts.KeepRecent)
 	}
-	s.record(r, keep > opts.KeepRecent)
-	return r, nil
+	return r, err
 }
 
 // record counts and logs a real pass.

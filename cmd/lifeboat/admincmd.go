@@ -333,7 +333,7 @@ func prefetch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		resp.Body.Close()
 		var result struct {
 			Result maintenance.PrefetchResult `json:"result"`
-			Error  string               `json:"error"`
+			Error  string                     `json:"error"`
 		}
 		if err := json.Unmarshal([]byte(last), &result); err != nil {
 			return fmt.Errorf("prefetch %s: the admin endpoint's answer ended early", ref)

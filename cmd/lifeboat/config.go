@@ -52,12 +52,12 @@ type serveConfig struct {
 	Breaker              breakerConfig    `json:"breaker"`
 	Upstreams            []upstreamConfig `json:"upstreams"`
 
-	MaxSize          byteSize             `json:"maxSize"`
-	MinFreeDisk      diskFloor            `json:"minFreeDisk"`
-	Eviction         evictionConfig       `json:"eviction"`
+	MaxSize          byteSize                   `json:"maxSize"`
+	MinFreeDisk      diskFloor                  `json:"minFreeDisk"`
+	Eviction         evictionConfig             `json:"eviction"`
 	Prefetch         []maintenance.PrefetchItem `json:"prefetch"`
-	PrefetchInterval duration             `json:"prefetchInterval"`
-	ContainerdSocket string               `json:"containerdSocket"`
+	PrefetchInterval duration                   `json:"prefetchInterval"`
+	ContainerdSocket string                     `json:"containerdSocket"`
 }
 
 type evictionConfig struct {
