@@ -2,6 +2,7 @@ package lifeboat_test
 
 import (
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 
@@ -9,34 +10,81 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestImportsPointDown enforces the layering: registry → proxy → cache, and
-// cache knows nothing of HTTP, metrics or upstreams.
-func TestImportsPointDown(t *testing.T) {
+const mod = "github.com/lifeboat-dev/lifeboat/"
+
+// allowed lists, per package, every import outside the standard library
+// it may have (a trailing / allows a module's packages). Imports point
+// down: registry → proxy → upstream, cache; maintenance beside registry;
+// nodeconfig and cache are leaves. A new dependency is a decision, taken
+// here, as go-containerregistry's AssertOnlyDependencies makes it.
+var allowed = map[string][]string{
+	"cache":      {"github.com/opencontainers/go-digest", "go.etcd.io/bbolt/"},
+	"nodeconfig": {"github.com/pelletier/go-toml/v2/"},
+	"upstream": {
+		"github.com/google/go-containerregistry/pkg/authn", "github.com/google/go-containerregistry/pkg/name",
+		"github.com/google/go-containerregistry/pkg/v1/remote/transport",
+		"github.com/prometheus/client_golang/prometheus", "golang.org/x/sync/singleflight",
+	},
+	"proxy": {mod + "cache", mod + "upstream", "github.com/opencontainers/go-digest", "github.com/prometheus/client_golang/prometheus"},
+	"maintenance": {
+		mod + "cache", mod + "proxy", mod + "upstream", "github.com/distribution/reference",
+		"github.com/opencontainers/go-digest", "github.com/prometheus/client_golang/prometheus",
+	},
+	"registry": {
+		mod + "proxy", mod + "upstream", "github.com/distribution/reference",
+		"github.com/opencontainers/go-digest", "github.com/prometheus/client_golang/prometheus",
+	},
+}
+
+// forbidden lists what a package must not reach even transitively: the
+// store and the node-config writer know nothing of HTTP, metrics or logs.
+var forbidden = map[string][]string{
+	"cache":      {"net/http", "github.com/prometheus/", "log/slog"},
+	"nodeconfig": {"net/http", "github.com/prometheus/"},
+}
+
+func TestImportsAreAllowed(t *testing.T) {
 	t.Parallel()
-	const mod = "github.com/lifeboat-dev/lifeboat/"
-	for _, tc := range []struct {
-		pkg   string
-		trans bool // check every transitive dependency, not only direct imports
-		bad   []string
-	}{
-		{"cache", true, []string{mod, "net/http", "github.com/prometheus/", "log/slog"}},
-		{"proxy", false, []string{mod + "registry", mod + "cmd", "go.etcd.io/bbolt"}},
-		{"registry", false, []string{mod + "cache", mod + "cmd", "go.etcd.io/bbolt"}},
-	} {
-		args := []string{"list", "-f", "{{join .Imports \"\\n\"}}", "./" + tc.pkg}
-		if tc.trans {
-			args = []string{"list", "-deps", "./" + tc.pkg}
+	for pkg, allow := range allowed {
+		out, err := exec.Command("go", "list", "-f", `{{join .Imports "\n"}}`, "./"+pkg).Output()
+		require.NoError(t, err, pkg)
+		for _, imp := range strings.Fields(string(out)) {
+			if !strings.Contains(strings.SplitN(imp, "/", 2)[0], ".") {
+				continue // the standard library
+			}
+			ok := slices.ContainsFunc(allow, func(a string) bool {
+				return imp == a || imp == strings.TrimSuffix(a, "/") || (strings.HasSuffix(a, "/") && strings.HasPrefix(imp, a))
+			})
+			assert.True(t, ok, "%s imports %s, which is not in its allowlist (depcheck_test.go)", pkg, imp)
 		}
-		out, err := exec.Command("go", args...).Output()
-		require.NoError(t, err)
-		pkg, bad := tc.pkg, tc.bad
+	}
+}
+
+func TestForbiddenDependencies(t *testing.T) {
+	t.Parallel()
+	for pkg, bad := range forbidden {
+		out, err := exec.Command("go", "list", "-deps", "./"+pkg).Output()
+		require.NoError(t, err, pkg)
 		for _, d := range strings.Fields(string(out)) {
-			if d == mod+pkg {
-				continue
-			}
 			for _, b := range bad {
-				assert.False(t, d == b || strings.HasPrefix(d, b), "%s must not import %s", pkg, d)
+				assert.False(t, d == b || strings.HasPrefix(d, b), "%s must not depend on %s", pkg, d)
 			}
 		}
+	}
+}
+
+// TestEveryPackageIsChecked: a new package gets an allowlist.
+func TestEveryPackageIsChecked(t *testing.T) {
+	t.Parallel()
+	out, err := exec.Command("go", "list", "./...").Output()
+	require.NoError(t, err)
+	for _, p := range strings.Fields(string(out)) {
+		rel := strings.TrimPrefix(p, mod)
+		if p == strings.TrimSuffix(mod, "/") || strings.HasPrefix(rel, "cmd/") || strings.HasPrefix(rel, "internal/") ||
+			rel == "integration" || rel == "charts" {
+			continue
+		}
+		_, ok := allowed[rel]
+		assert.True(t, ok, "package %s has no import allowlist in depcheck_test.go", rel)
 	}
 }
