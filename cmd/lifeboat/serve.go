@@ -146,7 +146,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	})
 	g.Go(func() error { p.RunEviction(gctx, eviction); return nil })
-	g.Go(func() error { p.RunPrefetch(gctx, cfg.Prefetch, time.Duration(cfg.PrefetchInterval)); return nil })
+	g.Go(func() error { p.RunPrefetch(gctx, cfg.prefetchItems(), cfg.PrefetchInterval); return nil })
 	g.Go(func() error {
 		<-gctx.Done()
 		ready.Store(false)
