@@ -24,17 +24,18 @@ import (
 // the data directory when no lifeboat holds it, and through the running
 // lifeboat's admin endpoint when one does.
 type adminFlags struct {
-	fs      *flag.FlagSet
-	dataDir string
-	admin   string
-	output  string
+	fs       *flag.FlagSet
+	settings settingFlags
+	cfg      serveConfig // the settings the command takes, from settingsTable
+	output   string
 }
 
-func newAdminFlags(name, args, summary string, stderr io.Writer) *adminFlags {
+// newAdminFlags binds --data-dir, --admin and the command's own settings
+// (flag names in settingsTable) besides -o.
+func newAdminFlags(name, args, summary string, stderr io.Writer, settings ...string) *adminFlags {
 	a := &adminFlags{fs: flag.NewFlagSet(name, flag.ContinueOnError)}
 	a.fs.SetOutput(stderr)
-	a.fs.StringVar(&a.dataDir, "data-dir", envOr("LIFEBOAT_DATA_DIR", "./lifeboat-data"), "data directory, used directly when no lifeboat runs on it (env LIFEBOAT_DATA_DIR)")
-	a.fs.StringVar(&a.admin, "admin", envOr("LIFEBOAT_ADMIN", "http://127.0.0.1:9091"), "admin endpoint (serve's --admin-listen) of the lifeboat that holds the data directory (env LIFEBOAT_ADMIN)")
+	a.settings = bindSettings(a.fs, settingsNamed(settingsTable(), append([]string{"data-dir", "admin"}, settings...)...), false)
 	a.fs.StringVar(&a.output, "o", "table", "output: table or json")
 	a.fs.Usage = func() {
 		fmt.Fprintf(a.fs.Output(), "Usage: lifeboat %s [flags] %s\n\n%s\n\nFlags:\n", name, args, summary)
@@ -43,38 +44,51 @@ func newAdminFlags(name, args, summary string, stderr io.Writer) *adminFlags {
 	return a
 }
 
-func envOr(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok && v != "" {
-		return v
-	}
-	return def
-}
-
+// parse resolves the settings: defaults < LIFEBOAT_* env < flags.
 func (a *adminFlags) parse(args []string) error {
 	if err := a.fs.Parse(args); err != nil {
 		return err
 	}
-	if a.output != "table" && a.output != "json" {
+	cfg, err := withDefaults(a.settings.rows)
+	if err != nil {
+		return err
+	}
+	if err := a.settings.apply(&cfg); err != nil {
+		return err
+	}
+	a.cfg = cfg
+	switch {
+	case a.cfg.DataDir == "":
+		return errEmptyDataDir
+	case a.output != "table" && a.output != "json":
 		return fmt.Errorf("-o %q: must be table or json", a.output)
 	}
 	return nil
 }
 
-// openOrRemote opens the data directory, or returns nil when a running
-// lifeboat holds it (then the admin endpoint is used).
-func (a *adminFlags) openOrRemote() (*cache.Store, error) {
-	if _, err := os.Stat(a.dataDir); err != nil {
-		return nil, fmt.Errorf("--data-dir %s: %w", a.dataDir, err)
+// onDataDir runs a command where the data directory is: onDisk with the
+// directory opened when no lifeboat holds it, viaAdmin with the admin
+// endpoint of the running lifeboat that does.
+func (a *adminFlags) onDataDir(onDisk func(*cache.Store) error, viaAdmin func(adminClient) error) error {
+	if _, err := os.Stat(a.cfg.DataDir); err != nil {
+		return fmt.Errorf("--data-dir %s: %w", a.cfg.DataDir, err)
 	}
-	s, err := cache.Open(a.dataDir, cache.Options{LockTimeout: 200 * time.Millisecond})
-	if errors.Is(err, cache.ErrLocked) {
-		return nil, nil
+	s, err := cache.Open(a.cfg.DataDir, cache.Options{LockTimeout: 200 * time.Millisecond})
+	switch {
+	case errors.Is(err, cache.ErrLocked):
+		return viaAdmin(adminClient(a.cfg.AdminURL))
+	case err != nil:
+		return err
 	}
-	return s, err
+	defer s.Close()
+	return onDisk(s)
 }
 
-// call sends one admin request to a running lifeboat.
-func (a *adminFlags) call(ctx context.Context, method, path string, body any, timeout time.Duration) (*http.Response, error) {
+// adminClient is the admin endpoint (--admin) of a running lifeboat.
+type adminClient string
+
+// call sends one admin request.
+func (c adminClient) call(ctx context.Context, method, path string, body any, timeout time.Duration) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		raw, err := json.Marshal(body)
@@ -84,7 +98,7 @@ func (a *adminFlags) call(ctx context.Context, method, path string, body any, ti
 		rd = bytes.NewReader(raw)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(a.admin, "/")+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(string(c), "/")+path, rd)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -92,7 +106,7 @@ func (a *adminFlags) call(ctx context.Context, method, path string, body any, ti
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("the data directory is in use, and its lifeboat does not answer on --admin %s: %w", a.admin, err)
+		return nil, fmt.Errorf("the data directory is in use, and its lifeboat does not answer on --admin %s: %w", c, err)
 	}
 	respBody := resp.Body
 	resp.Body = struct {
@@ -111,8 +125,9 @@ type closerFunc func() error
 
 func (f closerFunc) Close() error { return f() }
 
-func (a *adminFlags) remoteJSON(ctx context.Context, method, path string, v any) error {
-	resp, err := a.call(ctx, method, path, nil, 30*time.Minute)
+// callJSON sends one admin request and decodes its JSON answer into v.
+func (c adminClient) callJSON(ctx context.Context, method, path string, v any) error {
+	resp, err := c.call(ctx, method, path, nil, 30*time.Minute)
 	if err != nil {
 		return err
 	}
@@ -154,19 +169,14 @@ func ls(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	var imgs []cache.Image
-	s, err := a.openOrRemote()
-	switch {
-	case err != nil:
+	err := a.onDataDir(func(s *cache.Store) (err error) {
+		imgs, err = maintenance.New(s, maintenance.Options{}).Images()
 		return err
-	case s != nil:
-		defer s.Close()
-		if imgs, err = maintenance.New(s, maintenance.Options{}).Images(); err != nil {
-			return err
-		}
-	default:
-		if err := a.remoteJSON(ctx, http.MethodGet, "/admin/images", &imgs); err != nil {
-			return err
-		}
+	}, func(lb adminClient) error {
+		return lb.callJSON(ctx, http.MethodGet, "/admin/images", &imgs)
+	})
+	if err != nil {
+		return err
 	}
 	if a.output == "json" {
 		return printJSON(stdout, imgs)
@@ -194,40 +204,24 @@ func ls(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // gc: lifeboat gc
 func gc(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	a := newAdminFlags("gc", "", "Evict now, as serve does every minute: orphans first, then least recently used images, until under --max-size and above --min-free-disk. Pinned and recently used images are kept.", stderr)
+	a := newAdminFlags("gc", "", "Evict now, as serve does every minute: orphans first, then least recently used images, until under --max-size and above --min-free-disk. Pinned and recently used images are kept.\nA running lifeboat evicts with its own limits; --max-size and --min-free-disk apply on the data directory.", stderr,
+		"max-size", "min-free-disk")
 	dry := a.fs.Bool("dry-run", false, "report what would be evicted, remove nothing")
-	maxSize := a.fs.String("max-size", envOr("LIFEBOAT_MAX_SIZE", "0"), "cap, when run on the data directory (env LIFEBOAT_MAX_SIZE); a running lifeboat uses its own")
-	minFree := a.fs.String("min-free-disk", envOr("LIFEBOAT_MIN_FREE_DISK", "10%"), "free-disk floor, when run on the data directory (env LIFEBOAT_MIN_FREE_DISK)")
 	if err := a.parse(args); err != nil {
 		return err
 	}
 	var rep gcJSON
-	s, err := a.openOrRemote()
-	switch {
-	case err != nil:
-		return err
-	case s != nil:
-		defer s.Close()
-		size, err := parseSize(*maxSize)
-		if err != nil {
-			return fmt.Errorf("--max-size: %w", err)
-		}
-		floor, err := parseDiskFloor(*minFree)
-		if err != nil {
-			return fmt.Errorf("--min-free-disk: %w", err)
-		}
-		svc := maintenance.New(s, maintenance.Options{
-			Eviction: maintenance.EvictionOptions{MaxSize: size, MinFree: floor.Bytes, MinFreeFraction: floor.Fraction},
-		})
-		r, err := svc.Evict(ctx, *dry)
-		if err != nil {
-			return err
-		}
+	err := a.onDataDir(func(s *cache.Store) error {
+		// The same pass as serve's, with the limits of this command's
+		// settings (--max-size, --min-free-disk, --config's eviction).
+		r, err := maintenance.New(s, maintenance.Options{Eviction: a.cfg.evictionOptions()}).Evict(ctx, *dry)
 		rep = gcReport(r, *dry)
-	default:
-		if err := a.remoteJSON(ctx, http.MethodPost, fmt.Sprintf("/admin/gc?dry-run=%t", *dry), &rep); err != nil {
-			return err
-		}
+		return err
+	}, func(lb adminClient) error {
+		return lb.callJSON(ctx, http.MethodPost, fmt.Sprintf("/admin/gc?dry-run=%t", *dry), &rep)
+	})
+	if err != nil {
+		return err
 	}
 	if a.output == "json" {
 		return printJSON(stdout, rep)
@@ -252,19 +246,14 @@ func verify(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	var rep cache.VerifyReport
-	s, err := a.openOrRemote()
-	switch {
-	case err != nil:
+	err := a.onDataDir(func(s *cache.Store) (err error) {
+		rep, err = maintenance.New(s, maintenance.Options{}).Verify(ctx, *repair)
 		return err
-	case s != nil:
-		defer s.Close()
-		if rep, err = maintenance.New(s, maintenance.Options{}).Verify(ctx, *repair); err != nil {
-			return err
-		}
-	default:
-		if err := a.remoteJSON(ctx, http.MethodPost, fmt.Sprintf("/admin/verify?repair=%t", *repair), &rep); err != nil {
-			return err
-		}
+	}, func(lb adminClient) error {
+		return lb.callJSON(ctx, http.MethodPost, fmt.Sprintf("/admin/verify?repair=%t", *repair), &rep)
+	})
+	if err != nil {
+		return err
 	}
 	if a.output == "json" {
 		if err := printJSON(stdout, rep); err != nil {
@@ -291,10 +280,10 @@ var errDamaged = errors.New("damaged blobs found")
 
 // prefetch: lifeboat prefetch REF...
 func prefetch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	a := newAdminFlags("prefetch", "REF...", "Fetch images into the cache: each image (for a multi-platform index, only the --platform children) and all its blobs.\nThrough a running lifeboat when one holds the data directory; otherwise directly, with serve's settings (--config, LIFEBOAT_* env).", stderr)
+	a := newAdminFlags("prefetch", "REF...", "Fetch images into the cache: each image (for a multi-platform index, only the --platform children) and all its blobs.\nThrough a running lifeboat when one holds the data directory; otherwise directly, with serve's settings (--config, LIFEBOAT_* env).", stderr,
+		"config")
 	platforms := a.fs.String("platform", "", "comma-separated os/arch[/variant] for indexes (default: linux/<this machine's arch>)")
 	pin := a.fs.Bool("pin", false, "pin the images so they are never evicted")
-	config := a.fs.String("config", os.Getenv("LIFEBOAT_CONFIG"), "serve's config file, for the upstreams when no lifeboat runs (env LIFEBOAT_CONFIG)")
 	if err := a.parse(args); err != nil {
 		return err
 	}
@@ -305,54 +294,50 @@ func prefetch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *platforms != "" {
 		plats = strings.Split(*platforms, ",")
 	}
-	if err := os.MkdirAll(a.dataDir, 0o755); err != nil {
+	if err := os.MkdirAll(a.cfg.DataDir, 0o755); err != nil {
 		return err
 	}
-	s, err := a.openOrRemote()
-	if err != nil {
-		return err
-	}
-	if s != nil {
-		defer s.Close()
-		return prefetchHere(ctx, a, s, *config, plats, *pin, stdout, stderr)
-	}
-	failed := 0
-	for _, ref := range a.fs.Args() {
-		resp, err := a.call(ctx, http.MethodPost, "/admin/prefetch", map[string]any{"ref": ref, "platforms": plats, "pin": *pin}, 2*time.Hour)
-		if err != nil {
-			return err
-		}
-		var last string
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			last = sc.Text()
-			if !strings.HasPrefix(last, "{") && a.output == "table" {
-				fmt.Fprintln(stdout, last)
-			}
-		}
-		resp.Body.Close()
-		var result struct {
-			Result maintenance.PrefetchResult `json:"result"`
-			Error  string                     `json:"error"`
-		}
-		if err := json.Unmarshal([]byte(last), &result); err != nil {
-			return fmt.Errorf("prefetch %s: the admin endpoint's answer ended early", ref)
-		}
-		if !reportPrefetch(a, ref, result.Result, result.Error, stdout, stderr) {
-			failed++
-		}
-	}
-	if failed > 0 {
-		return fmt.Errorf("%d of %d images failed", failed, a.fs.NArg())
-	}
-	return nil
+	return a.onDataDir(func(s *cache.Store) error {
+		return prefetchHere(ctx, a, s, plats, *pin, stdout, stderr)
+	}, func(lb adminClient) error {
+		return prefetchEach(a, stdout, stderr, func(ref string) (maintenance.PrefetchResult, string, error) {
+			return prefetchVia(ctx, lb, a.output, ref, plats, *pin, stdout)
+		})
+	})
 }
 
-// prefetchHere prefetches with a proxy of its own on the data directory.
-func prefetchHere(ctx context.Context, a *adminFlags, s *cache.Store, config string, plats []string, pin bool, stdout, stderr io.Writer) error {
+// prefetchVia prefetches one image through a running lifeboat, passing its
+// progress lines on.
+func prefetchVia(ctx context.Context, lb adminClient, output, ref string, plats []string, pin bool, stdout io.Writer) (maintenance.PrefetchResult, string, error) {
+	resp, err := lb.call(ctx, http.MethodPost, "/admin/prefetch", map[string]any{"ref": ref, "platforms": plats, "pin": pin}, 2*time.Hour)
+	if err != nil {
+		return maintenance.PrefetchResult{}, "", err
+	}
+	defer resp.Body.Close()
+	var last string
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		last = sc.Text()
+		if !strings.HasPrefix(last, "{") && output == "table" {
+			fmt.Fprintln(stdout, last)
+		}
+	}
+	var result struct {
+		Result maintenance.PrefetchResult `json:"result"`
+		Error  string                     `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(last), &result); err != nil {
+		return maintenance.PrefetchResult{}, "", fmt.Errorf("prefetch %s: the admin endpoint's answer ended early", ref)
+	}
+	return result.Result, result.Error, nil
+}
+
+// prefetchHere prefetches with a proxy of its own on the data directory,
+// configured as serve would be (--config, LIFEBOAT_* env).
+func prefetchHere(ctx context.Context, a *adminFlags, s *cache.Store, plats []string, pin bool, stdout, stderr io.Writer) error {
 	var cfgArgs []string
-	if config != "" {
-		cfgArgs = []string{"--config", config}
+	if a.cfg.ConfigFile != "" {
+		cfgArgs = []string{"--config", a.cfg.ConfigFile}
 	}
 	cfg, err := loadServeConfig(cfgArgs, stderr)
 	if err != nil {
@@ -363,17 +348,29 @@ func prefetchHere(ctx context.Context, a *adminFlags, s *cache.Store, config str
 		return err
 	}
 	defer svc.Close()
+	progress := func(line string) {
+		if a.output == "table" {
+			fmt.Fprintln(stdout, line)
+		}
+	}
+	return prefetchEach(a, stdout, stderr, func(ref string) (maintenance.PrefetchResult, string, error) {
+		res, err := svc.maintenance.PrefetchAndPin(ctx, maintenance.PrefetchItem{Ref: ref, Platforms: plats}, pin, progress)
+		if err != nil {
+			return res, err.Error(), nil
+		}
+		return res, "", nil
+	})
+}
+
+// prefetchEach prefetches every REF with one, which says the result or an
+// image's failure, or fails itself (then the command stops); it reports
+// each image and fails when any did.
+func prefetchEach(a *adminFlags, stdout, stderr io.Writer, one func(ref string) (maintenance.PrefetchResult, string, error)) error {
 	failed := 0
 	for _, ref := range a.fs.Args() {
-		progress := func(line string) {
-			if a.output == "table" {
-				fmt.Fprintln(stdout, line)
-			}
-		}
-		res, err := svc.maintenance.PrefetchAndPin(ctx, maintenance.PrefetchItem{Ref: ref, Platforms: plats}, pin, progress)
-		msg := ""
+		res, msg, err := one(ref)
 		if err != nil {
-			msg = err.Error()
+			return err
 		}
 		if !reportPrefetch(a, ref, res, msg, stdout, stderr) {
 			failed++
@@ -413,25 +410,23 @@ func unpin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if a.fs.NArg() == 0 {
 		return errors.New("no image reference given")
 	}
-	s, err := a.openOrRemote()
-	if err != nil {
-		return err
-	}
-	if s != nil {
-		defer s.Close()
-	}
-	for _, ref := range a.fs.Args() {
-		var found bool
-		if s != nil {
-			if found, err = maintenance.New(s, maintenance.Options{}).Unpin(ref); err != nil {
-				return err
-			}
-		} else {
+	return a.onDataDir(func(s *cache.Store) error {
+		return unpinEach(a.fs.Args(), stdout, maintenance.New(s, maintenance.Options{}).Unpin)
+	}, func(lb adminClient) error {
+		return unpinEach(a.fs.Args(), stdout, func(ref string) (bool, error) {
 			var res map[string]bool
-			if err := a.remoteJSON(ctx, http.MethodPost, "/admin/unpin?ref="+url.QueryEscape(ref), &res); err != nil {
-				return err
-			}
-			found = res["removed"]
+			err := lb.callJSON(ctx, http.MethodPost, "/admin/unpin?ref="+url.QueryEscape(ref), &res)
+			return res["removed"], err
+		})
+	})
+}
+
+// unpinEach removes each ref's pin with remove, which says whether there was one.
+func unpinEach(refs []string, stdout io.Writer, remove func(ref string) (bool, error)) error {
+	for _, ref := range refs {
+		found, err := remove(ref)
+		if err != nil {
+			return err
 		}
 		if !found {
 			return fmt.Errorf("%s was not pinned with prefetch --pin", ref)

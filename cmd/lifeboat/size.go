@@ -7,9 +7,6 @@ import (
 	"strings"
 )
 
-// byteSize is a size written with an optional unit: 50GiB, 500MB, 1048576.
-type byteSize int64
-
 var sizeUnits = []struct {
 	suffix string
 	mult   int64
@@ -20,8 +17,9 @@ var sizeUnits = []struct {
 	{"B", 1},
 }
 
-func parseSize(s string) (int64, error) {
-	s = strings.TrimSpace(s)
+// parseSize reads a size written with an optional unit: 50GiB, 500MB, 1048576.
+func parseSize(text string) (int64, error) {
+	s := strings.TrimSpace(text)
 	mult := int64(1)
 	for _, u := range sizeUnits {
 		if strings.HasSuffix(s, u.suffix) {
@@ -31,16 +29,9 @@ func parseSize(s string) (int64, error) {
 	}
 	f, err := strconv.ParseFloat(s, 64)
 	if err != nil || f < 0 || math.IsNaN(f) || math.IsInf(f, 0) || f*float64(mult) >= math.MaxInt64 {
-		return 0, fmt.Errorf("%q is not a size like 50GiB, 500MB or 1048576", s)
+		return 0, fmt.Errorf("%q is not a size like 50GiB, 500MB or 1048576", text)
 	}
 	return int64(f * float64(mult)), nil
-}
-
-func (b *byteSize) UnmarshalJSON(raw []byte) error {
-	s := strings.Trim(string(raw), `"`)
-	n, err := parseSize(s)
-	*b = byteSize(n)
-	return err
 }
 
 // diskFloor is a free-disk floor: a percentage of the filesystem ("10%")
@@ -60,10 +51,4 @@ func parseDiskFloor(s string) (diskFloor, error) {
 	}
 	n, err := parseSize(s)
 	return diskFloor{Bytes: n}, err
-}
-
-func (d *diskFloor) UnmarshalJSON(raw []byte) error {
-	v, err := parseDiskFloor(strings.Trim(string(raw), `"`))
-	*d = v
-	return err
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"log/slog"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/lifeboat-dev/lifeboat/cache"
@@ -52,7 +51,7 @@ func (c serveConfig) newServices(store *cache.Store, log *slog.Logger, reg prome
 	eviction.BeforePass = beforeEviction
 	svc := maintenance.New(store, maintenance.Options{
 		Proxy: p, Upstreams: clients, Eviction: eviction,
-		Prefetch: c.Prefetch, PrefetchInterval: time.Duration(c.PrefetchInterval),
+		Prefetch: c.prefetchItems(), PrefetchInterval: c.PrefetchInterval,
 		Logger: log, Registerer: reg,
 	})
 	return &services{proxy: p, maintenance: svc}, nil
