@@ -21,7 +21,7 @@ import (
 //	POST /admin/verify?repair=true      re-hash every blob (JSON report)
 //	POST /admin/prefetch                {"ref": ..., "platforms": [...], "pin": bool}: progress lines, then a JSON result
 //	POST /admin/unpin?ref=...           remove a pin made by prefetch --pin
-func adminHandler(mux *http.ServeMux, svc *maintenance.Service) {
+func adminHandler(mux *http.ServeMux, svc *maintenance.Service) http.Handler {
 	mux.HandleFunc("GET /admin/images", func(w http.ResponseWriter, r *http.Request) {
 		imgs, err := svc.Images()
 		writeJSON(w, imgs, err)
@@ -66,6 +66,23 @@ func adminHandler(mux *http.ServeMux, svc *maintenance.Service) {
 		}
 		line, _ := json.Marshal(result)
 		progress(string(line))
+	})
+	return requireAdminHeader(mux)
+}
+
+// adminHeader must be on every admin request. A web page cannot add a
+// custom header to a cross-origin request without a CORS preflight, which
+// the admin API never grants: so a browser on the node cannot drive it
+// with a simple form POST.
+const adminHeader = "Lifeboat-Admin"
+
+func requireAdminHeader(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(adminHeader) == "" {
+			http.Error(w, "the admin API needs the "+adminHeader+" header (lifeboat's admin commands send it)", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 

@@ -103,6 +103,7 @@ func (c adminClient) call(ctx context.Context, method, path string, body any, ti
 		cancel()
 		return nil, err
 	}
+	req.Header.Set(adminHeader, "1")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		cancel()

@@ -33,6 +33,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg, stderr)
+	if n, err := raiseFileLimit(); err != nil {
+		log.Warn("could not raise the open-file limit", "limit", n, "error", err)
+	}
 	if _, err := cfg.keychain(); err != nil {
 		return err // before anything binds: a broken credentials file is a config error
 	}
@@ -61,7 +64,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		_, _ = io.WriteString(w, "ok\n")
 	})
-	metricsLn, err := net.Listen("tcp", cfg.MetricsListen)
+	metricsLn, err := listen(cfg.MetricsListen, maxMetricsConns)
 	if err != nil {
 		return fmt.Errorf("--metrics-listen: %w", err)
 	}
@@ -112,19 +115,18 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 
 	// The admin API changes the cache: its own listener, loopback by
 	// default, so that exposing metrics to Prometheus does not expose it.
-	adminMux := http.NewServeMux()
-	adminHandler(adminMux, svc.maintenance)
+	admin := adminHandler(http.NewServeMux(), svc.maintenance)
 
-	apiLn, err := net.Listen("tcp", cfg.Listen)
+	apiLn, err := listen(cfg.Listen, maxAPIConns)
 	if err != nil {
 		return stopEarly(fmt.Errorf("--listen: %w", err))
 	}
-	adminLn, err := net.Listen("tcp", cfg.AdminListen)
+	adminLn, err := listen(cfg.AdminListen, maxAdminConns)
 	if err != nil {
 		apiLn.Close()
 		return stopEarly(fmt.Errorf("--admin-listen: %w", err))
 	}
-	servers = append(servers, newServer(api, log), newServer(adminMux, log))
+	servers = append(servers, newServer(api, log), newServer(admin, log))
 	serveOn(servers[1], apiLn)
 	serveOn(servers[2], adminLn)
 	g.Go(func() error {
@@ -170,6 +172,7 @@ func newServer(h http.Handler, log *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10, // a pull's headers are small; a megabyte each is a hostile client's
 		IdleTimeout:       2 * time.Minute,
 		// No WriteTimeout: it would cut long blob streams.
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
