@@ -73,9 +73,17 @@ type syncBuffer struct {
 	b  bytes.Buffer
 }
 
+// maxLogBytes bounds what a syncBuffer keeps of a process's output (a load
+// test makes a lot of it); the rest is counted as written and dropped.
+const maxLogBytes = 64 << 20
+
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if room := maxLogBytes - s.b.Len(); room < len(p) {
+		s.b.Write(p[:max(room, 0)])
+		return len(p), nil
+	}
 	return s.b.Write(p)
 }
 
