@@ -1,6 +1,9 @@
 # syntax=docker/dockerfile:1
 # A static lifeboat on distroless, running as non-root.
 FROM golang:1.26 AS build
+# The binary's module alone: go.work would pull in the test modules
+# (integration/, charts/) and their dependencies.
+ENV GOWORK=off
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download

@@ -36,8 +36,12 @@ var buildLifeboat = sync.OnceValues(func() (string, error) {
 	}
 	binDir = dir
 	bin := filepath.Join(dir, "lifeboat")
-	// go test puts its own go first on PATH.
-	out, err := exec.Command("go", "build", "-o", bin, "../cmd/lifeboat").CombinedOutput()
+	// go test puts its own go first on PATH. Build in the repository root
+	// with GOWORK=off: lifeboat's own go.mod, as the Dockerfile builds it.
+	build := exec.Command("go", "build", "-o", bin, "./cmd/lifeboat")
+	build.Dir = ".."
+	build.Env = append(os.Environ(), "GOWORK=off")
+	out, err := build.CombinedOutput()
 	if err != nil {
 		return "", &buildError{err: err, out: string(out)}
 	}
@@ -50,7 +54,7 @@ type buildError struct {
 }
 
 func (e *buildError) Error() string {
-	return "go build ../cmd/lifeboat: " + e.err.Error() + "\n" + e.out
+	return "go build ./cmd/lifeboat (in ..): " + e.err.Error() + "\n" + e.out
 }
 
 // lifeboatBinary is ../cmd/lifeboat, built once.

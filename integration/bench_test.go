@@ -40,7 +40,8 @@ func BenchmarkWholeProcess(b *testing.B) {
 	}
 }
 
-// distribution builds distribution's registry (a tool dependency in go.mod).
+// distribution builds distribution's registry (a tool dependency in
+// integration/go.mod).
 func distribution(b *testing.B) string {
 	b.Helper()
 	bin := filepath.Join(filepath.Dir(binary), "registry")

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -21,13 +20,13 @@ func TestImageBuiltWithoutDocker(t *testing.T) {
 	bins := containerdBinaries(t)
 	dir := t.TempDir()
 	static := filepath.Join(dir, "lifeboat")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-X main.version=image-test", "-o", static, "../cmd/lifeboat")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+	build := mainModuleGo("build", "-trimpath", "-ldflags", "-X main.version=image-test", "-o", static, "./cmd/lifeboat")
+	build.Env = append(build.Env, "CGO_ENABLED=0", "GOOS=linux")
 	out, err := build.CombinedOutput()
 	require.NoError(t, err, "%s", out)
 
 	up := upstreamtest.Start(t)
-	mk := exec.Command("go", "run", "../cmd/mkimage", "--binary", static, "--version", "image-test",
+	mk := mainModuleGo("run", "./cmd/mkimage", "--binary", static, "--version", "image-test",
 		"--tarball", filepath.Join(dir, "image.tar"), "--push", up.Host+"/lifeboat:test")
 	out, err = mk.CombinedOutput()
 	require.NoError(t, err, "mkimage: %s", out)

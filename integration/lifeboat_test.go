@@ -31,7 +31,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "lifeboat")
-	build := exec.Command("go", "build", "-o", binary, "../cmd/lifeboat")
+	build := mainModuleGo("build", "-o", binary, "./cmd/lifeboat")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building lifeboat:", err)
@@ -40,6 +40,16 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// mainModuleGo runs go in the repository root with GOWORK=off, so that what
+// it builds (lifeboat, mkimage) uses lifeboat's own go.mod, as the Dockerfile
+// does, not this test module's larger set of requirements.
+func mainModuleGo(args ...string) *exec.Cmd {
+	cmd := exec.Command("go", args...)
+	cmd.Dir = ".."
+	cmd.Env = append(os.Environ(), "GOWORK=off")
+	return cmd
 }
 
 // requireTool finds a command-line tool: a test that needs a missing tool
