@@ -13,7 +13,7 @@ MODULES := . integration charts
 # workspace requires its module fails here rather than in the image build.
 export GOWORK := off
 
-.PHONY: help build run test test-short lint bench image-tarball clean
+.PHONY: help build run test test-short lint bench fuzz loadtest image-tarball clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,16 @@ lint: ## gofmt, then go vet and a go.mod tidiness check in every module
 bench: ## hot-path benchmarks, then the whole-process benchmark (BLOB_MIB=256)
 	$(GO) test -run '^$$' -bench . -benchmem ./cache/... ./proxy/... ./registry/...
 	cd integration && LIFEBOAT_BENCH_BLOB_MIB=$(or $(BLOB_MIB),256) $(GO) test -run '^$$' -bench WholeProcess -benchtime 1x -timeout 20m .
+
+fuzz: ## run every Fuzz target for FUZZTIME each (default 20s; CI's run; the long run: make fuzz FUZZTIME=30m)
+	@for dir in $$(grep -l "^func Fuzz" $$(git ls-files '*_test.go') | xargs -r -n1 dirname | sort -u); do \
+		for f in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go | sed 's/^func //'); do \
+			echo "== $$dir $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(or $(FUZZTIME),20s) ./$$dir || exit 1; \
+		done; \
+	done
+
+loadtest: ## the hostile-client attacks against the built binary, a minute each (LIFEBOAT_LOADTEST_DURATION); not in CI
+	cd integration && $(GO) test -tags loadtest -run TestLoad -v -count=1 -timeout 30m .
 
 image-tarball: ## build the container image without Docker: bin/lifeboat-image.tar (IMAGE=..., PUSH=ref to push too)
 	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/lifeboat-linux ./cmd/lifeboat
