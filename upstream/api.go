@@ -2,12 +2,10 @@ package upstream
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"strings"
 )
 
@@ -80,53 +78,4 @@ func (c *Client) HeadBlob(ctx context.Context, repo, dgst string) (int64, error)
 	}
 	resp.Body.Close()
 	return resp.ContentLength, nil
-}
-
-// maxTagPages bounds how many pages of a tag list are followed.
-const maxTagPages = 100
-
-// ListTags fetches a repository's whole tag list, following Link headers.
-func (c *Client) ListTags(ctx context.Context, repo string) ([]string, error) {
-	next := c.url(repo, "tags", "list") + "?n=1000"
-	var all []string
-	for page := 0; next != ""; page++ {
-		if page == maxTagPages {
-			return nil, fmt.Errorf("tag list of %s/%s: more than %d pages", c.cfg.Name, repo, maxTagPages)
-		}
-		resp, err := c.do(ctx, repo, http.MethodGet, next, nil)
-		if err != nil {
-			return nil, err
-		}
-		var body struct {
-			Tags []string `json:"tags"`
-		}
-		err = json.NewDecoder(io.LimitReader(resp.Body, MaxManifestSize)).Decode(&body)
-		resp.Body.Close()
-		if err != nil {
-			return nil, c.classify(fmt.Errorf("decode tag list: %w", err))
-		}
-		all = append(all, body.Tags...)
-		next = nextLink(resp.Request.URL, resp.Header.Get("Link"))
-	}
-	return all, nil
-}
-
-// nextLink resolves an RFC 5988 rel="next" link against the request URL.
-func nextLink(base *url.URL, link string) string {
-	if link == "" {
-		return ""
-	}
-	for _, part := range strings.Split(link, ",") {
-		target, params, ok := strings.Cut(strings.TrimSpace(part), ";")
-		if !ok || !strings.Contains(params, `rel="next"`) {
-			continue
-		}
-		target = strings.Trim(strings.TrimSpace(target), "<>")
-		ref, err := url.Parse(target)
-		if err != nil {
-			return ""
-		}
-		return base.ResolveReference(ref).String()
-	}
-	return ""
 }

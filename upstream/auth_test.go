@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -70,6 +71,38 @@ func TestUserAgent(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	assert.Equal(t, []string{"lifeboat/1.2.3", "lifeboat/1.2.3"}, agents, "the ping and the HEAD")
+}
+
+// TestTransportsStayBounded: 5,000 repositories pulled within one TTL, and
+// then over hours, never make the transport map grow past maxTransports,
+// and the expired entries are swept at most once per sweepEvery: what keeps
+// put from scanning a full map on every call.
+func TestTransportsStayBounded(t *testing.T) {
+	t.Parallel()
+	var tr transports
+	tr.m = map[string]cachedTransport{}
+	start := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := start
+	sweeps := 0
+	for i := range 5000 {
+		repo := fmt.Sprintf("team/app-%d", i)
+		before := tr.lastSweep
+		tr.put(repo, http.DefaultTransport, now)
+		if !tr.lastSweep.Equal(before) {
+			sweeps++
+		}
+		require.LessOrEqual(t, len(tr.m), maxTransports, "after %d repositories", i+1)
+		_, ok := tr.get(repo, now)
+		require.True(t, ok, "the newest transport is kept")
+		if i >= 2500 {
+			now = now.Add(time.Second) // the second half arrives over 2,500 s
+		}
+	}
+	elapsed := now.Sub(start)
+	assert.Positive(t, sweeps, "expired transports were swept")
+	assert.LessOrEqual(t, sweeps, int(elapsed/sweepEvery)+1, "at most one sweep a minute")
+	_, ok := tr.get("team/app-0", now)
+	assert.False(t, ok, "the oldest went")
 }
 
 const (

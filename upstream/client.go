@@ -45,6 +45,13 @@ type Config struct {
 	CAFile string
 	// Breaker tunes this registry's circuit breaker.
 	Breaker BreakerConfig
+	// TokenRealms are the hosts ("host", any port, or "host:port") besides
+	// the registry's own host that may receive its credentials when its
+	// WWW-Authenticate challenge names them as the token realm, over https
+	// only. Any other realm is still asked for a token, anonymously.
+	// Nil: DefaultTokenRealms of Name and of URL's host; empty: the
+	// registry's own host only.
+	TokenRealms []string
 }
 
 // Options are what every Client of a process shares.
@@ -53,7 +60,8 @@ type Options struct {
 	Keychain authn.Keychain
 	// UserAgent is sent with every request. Empty: "lifeboat".
 	UserAgent string
-	// Logger receives the circuit breaker's transitions. Nil: discard.
+	// Logger receives the circuit breaker's transitions, and a warning the
+	// first time credentials are withheld from a token realm. Nil: discard.
 	Logger *slog.Logger
 	// Metrics counts requests, breaker state and rate limits. Nil: none.
 	Metrics *Metrics
@@ -97,6 +105,14 @@ func New(cfg Config, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	realmEntries := cfg.TokenRealms
+	if realmEntries == nil {
+		realmEntries = append(DefaultTokenRealms(cfg.Name), DefaultTokenRealms(u.Hostname())...)
+	}
+	realms, err := parseRealmHosts(realmEntries)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", cfg.Name, err)
+	}
 	if opts.Keychain == nil {
 		opts.Keychain = authn.NewMultiKeychain()
 	}
@@ -119,9 +135,10 @@ func New(cfg Config, opts Options) (*Client, error) {
 	}
 	rt = opts.Metrics.instrument(cfg.Name, rt)
 	rt = userAgent{ua: opts.UserAgent, next: rt}
+	rt = schemeGuard{scheme: u.Scheme, host: u.Host, next: rt}
 	c := &Client{
 		cfg: cfg, base: u, reg: reg, keychain: opts.Keychain, authRes: authRes,
-		rt:  schemeGuard{scheme: u.Scheme, host: u.Host, next: rt},
+		rt:  newCredGuard(cfg.Name, u, reg.RegistryStr(), realms, opts.Logger, rt),
 		now: opts.Now,
 		auth: transports{
 			m: make(map[string]cachedTransport),

@@ -77,6 +77,7 @@ type Upstream struct {
 	token    bool           // demand a bearer token from /token
 	user     string         // if set, /token demands these basic credentials
 	password string
+	realm    string                   // if set, the challenge names this token realm instead of /token
 	holds    map[string]chan struct{} // requests by key wait for the channel to close: see Hold
 }
 
@@ -100,34 +101,64 @@ func (u *Upstream) RequireToken(user, password string) {
 	u.token, u.user, u.password = true, user, password
 }
 
+// SetTokenRealm makes the registry's challenge name realm (a URL) as its
+// token service instead of its own /token: a token service elsewhere, as
+// Docker Hub's auth.docker.io, or one a hostile registry chose. Serve it
+// with TokenHandler.
+func (u *Upstream) SetTokenRealm(realm string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.realm = realm
+}
+
+// TokenHandler answers token requests (any path, GET or POST) as the
+// registry's own /token does: the same token, the same credential check,
+// the same TokenDown and TokenHang modes. It is the token service for a
+// realm set with SetTokenRealm.
+func (u *Upstream) TokenHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.serveToken(w, r, u.mode.Load().(Mode))
+	})
+}
+
+func (u *Upstream) serveToken(w http.ResponseWriter, r *http.Request, mode Mode) {
+	u.mu.Lock()
+	user, password := u.user, u.password
+	u.mu.Unlock()
+	switch mode {
+	case TokenHang:
+		<-r.Context().Done()
+		return
+	case TokenDown:
+		http.Error(w, "token service unavailable", http.StatusServiceUnavailable)
+		return
+	}
+	if user != "" {
+		if gu, gp, ok := r.BasicAuth(); !ok || gu != user || gp != password {
+			http.Error(w, `{"details":"incorrect username or password"}`, http.StatusUnauthorized)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = io.WriteString(w, `{"token":"`+token+`","expires_in":300}`)
+}
+
 // authorize answers the token endpoint and the bearer challenge; it reports
 // whether the request was answered.
 func (u *Upstream) authorize(w http.ResponseWriter, r *http.Request, mode Mode) bool {
 	u.mu.Lock()
-	need, user, password := u.token, u.user, u.password
+	need, realm := u.token, u.realm
 	u.mu.Unlock()
+	if realm == "" {
+		realm = u.URL + "/token"
+	}
 	if r.URL.Path == "/token" {
-		switch mode {
-		case TokenHang:
-			<-r.Context().Done()
-			return true
-		case TokenDown:
-			http.Error(w, "token service unavailable", http.StatusServiceUnavailable)
-			return true
-		}
-		if user != "" {
-			if gu, gp, ok := r.BasicAuth(); !ok || gu != user || gp != password {
-				http.Error(w, `{"details":"incorrect username or password"}`, http.StatusUnauthorized)
-				return true
-			}
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, `{"token":"`+token+`","expires_in":300}`)
+		u.serveToken(w, r, mode)
 		return true
 	}
 	tokenOK := r.Header.Get("Authorization") == "Bearer "+token && mode != TokenDown && mode != TokenHang
 	if need && !tokenOK {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="`+u.URL+`/token",service="upstreamtest"`)
+		w.Header().Set("WWW-Authenticate", `Bearer realm="`+realm+`",service="upstreamtest"`)
 		http.Error(w, `{"errors":[{"code":"UNAUTHORIZED"}]}`, http.StatusUnauthorized)
 		return true
 	}
