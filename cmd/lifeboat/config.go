@@ -83,6 +83,9 @@ type upstreamConfig struct {
 	URL                string
 	CAFile             string
 	InsecureSkipVerify bool
+	// TokenRealms are the hosts besides the registry that may receive its
+	// credentials; nil: upstream.DefaultTokenRealms.
+	TokenRealms []string
 	upstreamSettings
 	// overrides are the entry's own values of top-level settings, by config
 	// key, as written: checked when the file is read, applied by

@@ -147,7 +147,7 @@ func (d fileDecoder) list(n *yaml.Node) ([]*yaml.Node, error) {
 }
 
 // decodeUpstreams reads the upstreams list. An entry's keys are its own
-// (name, url, caFile, insecureSkipVerify) and the top-level settings an
+// (name, url, caFile, insecureSkipVerify, tokenRealms) and the top-level settings an
 // upstream may override, checked by the same rows.
 func decodeUpstreams(d fileDecoder, c *serveConfig, n *yaml.Node) error {
 	items, err := d.list(n)
@@ -163,6 +163,7 @@ func decodeUpstreams(d fileDecoder, c *serveConfig, n *yaml.Node) error {
 			"url":                scalar(func(s string) error { u.URL = s; return nil }),
 			"caFile":             scalar(func(s string) error { u.CAFile = s; return nil }),
 			"insecureSkipVerify": scalar(func(s string) (err error) { u.InsecureSkipVerify, err = parseBool(s); return err }),
+			"tokenRealms":        d.strings(fmt.Sprintf("upstreams[%d].tokenRealms", i), "host or host:port", &u.TokenRealms),
 		}
 		for _, r := range d.rows {
 			if r.perUpstream != notPerUpstream {
@@ -205,17 +206,8 @@ func decodePrefetch(d fileDecoder, c *serveConfig, n *yaml.Node) error {
 	for i, item := range items {
 		p := &c.Prefetch[i]
 		leaves := map[string]leaf{
-			"ref": scalar(func(s string) error { p.Ref = s; return nil }),
-			"platforms": func(v *yaml.Node) error {
-				vals, err := d.list(v)
-				for _, s := range vals {
-					if s.Kind != yaml.ScalarNode {
-						return d.at(s, fmt.Sprintf("prefetch[%d].platforms", i), fmt.Errorf("must be os/arch[/variant], not a %s", kind(s)))
-					}
-					p.Platforms = append(p.Platforms, s.Value)
-				}
-				return err
-			},
+			"ref":       scalar(func(s string) error { p.Ref = s; return nil }),
+			"platforms": d.strings(fmt.Sprintf("prefetch[%d].platforms", i), "os/arch[/variant]", &p.Platforms),
 		}
 		name := fmt.Sprintf("prefetch[%d]", i)
 		if err := d.mapping(item, name, leaves); err != nil {
@@ -226,6 +218,22 @@ func decodePrefetch(d fileDecoder, c *serveConfig, n *yaml.Node) error {
 		}
 	}
 	return nil
+}
+
+// strings reads a list of strings into dst; a list given, even empty,
+// leaves dst non-nil (an empty list means none, not the defaults).
+func (d fileDecoder) strings(key, what string, dst *[]string) leaf {
+	return func(v *yaml.Node) error {
+		vals, err := d.list(v)
+		*dst = []string{}
+		for _, s := range vals {
+			if s.Kind != yaml.ScalarNode {
+				return d.at(s, key, fmt.Errorf("must be %s, not a %s", what, kind(s)))
+			}
+			*dst = append(*dst, s.Value)
+		}
+		return err
+	}
 }
 
 // deref follows an alias (*name) to the value it names.

@@ -350,7 +350,7 @@ func TestConfigFileErrorsNameLineAndKey(t *testing.T) {
 		{"wrong type: value for a section", "timeouts: 5s\n", `:1: timeouts: must be a mapping of bodyStall, dial, request, responseHeader, revalidate, tlsHandshake, not a single value`},
 		{"wrong type: list for a value", "listen: [a, b]\n", `:1: listen: must be a single value, not a list`},
 		{"wrong type: value for a list", "upstreams: docker.io\n", `:1: upstreams: must be a list, not a single value`},
-		{"wrong type: list of values for entries", "upstreams:\n  - docker.io\n", `:2: upstreams[0]: must be a mapping of breaker, caFile, insecureSkipVerify, maxStaleness, name, serveStaleOnNotFound, tagTTL, timeouts, url, not a single value`},
+		{"wrong type: list of values for entries", "upstreams:\n  - docker.io\n", `:2: upstreams[0]: must be a mapping of breaker, caFile, insecureSkipVerify, maxStaleness, name, serveStaleOnNotFound, tagTTL, timeouts, tokenRealms, url, not a single value`},
 		{"wrong type: platforms", "prefetch:\n  - ref: docker.io/library/alpine:3.20\n    platforms: linux/amd64\n", `:3: prefetch[0].platforms: must be a list, not a single value`},
 		{"key set twice", "listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n", `:2: listen: set twice`},
 		{"not a mapping", "- listen\n", `:1: the file must be a mapping of settings, not a list`},
@@ -475,4 +475,31 @@ func TestREADMEConfigLoads(t *testing.T) {
 	assert.Equal(t, 500*time.Millisecond, cfg.Upstreams[2].Timeouts.Revalidate)
 	assert.Equal(t, 1500*time.Millisecond, cfg.Upstreams[0].Timeouts.Revalidate)
 	assert.Equal(t, []string{"linux/amd64", "linux/arm64"}, cfg.Prefetch[1].Platforms)
+}
+
+func TestUpstreamTokenRealms(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "c.yaml")
+	require.NoError(t, os.WriteFile(file, []byte(`
+upstreams:
+  - name: a.test
+    url: https://a.test
+  - name: b.test
+    url: https://b.test
+    tokenRealms: [auth.b.test, "login.b.test:8443"]
+  - name: c.test
+    url: https://c.test
+    tokenRealms: []
+defaultRegistry: a.test
+`), 0o644))
+	cfg, err := loadServeConfig([]string{"--config", file}, &bytes.Buffer{})
+	require.NoError(t, err)
+	ups := cfg.proxyUpstreams()
+	require.Len(t, ups, 3)
+	assert.Nil(t, ups[0].TokenRealms, "absent: the registry's defaults")
+	assert.Equal(t, []string{"auth.b.test", "login.b.test:8443"}, ups[1].TokenRealms)
+	assert.Equal(t, []string{}, ups[2].TokenRealms, "an empty list: only the registry's own host")
+
+	require.NoError(t, os.WriteFile(file, []byte("upstreams:\n  - name: a.test\n    url: https://a.test\n    tokenRealms: [[x]]\ndefaultRegistry: a.test\n"), 0o644))
+	_, err = loadServeConfig([]string{"--config", file}, &bytes.Buffer{})
+	require.ErrorContains(t, err, "c.yaml:4: upstreams[0].tokenRealms: must be host or host:port")
 }

@@ -27,6 +27,7 @@ func (c serveConfig) proxyUpstreams() []mirrorConfig {
 				Timeouts:           u.Timeouts.upstream(),
 				Breaker:            u.Breaker.upstream(),
 				CAFile:             u.CAFile,
+				TokenRealms:        u.TokenRealms,
 				InsecureSkipVerify: u.InsecureSkipVerify,
 			},
 			Upstream: proxy.Upstream{

@@ -265,7 +265,7 @@ func printFileOnly(w io.Writer, rows []setting) {
 			own = append(own, r.key)
 		}
 	}
-	fmt.Fprintf(w, "\nAn upstreams entry takes name, url, caFile and insecureSkipVerify, and may\noverride for itself: %s.\n", strings.Join(own, ", "))
+	fmt.Fprintf(w, "\nAn upstreams entry takes name, url, caFile, insecureSkipVerify and tokenRealms, and may\noverride for itself: %s.\n", strings.Join(own, ", "))
 }
 
 // flagValue records a setting's flag text; the row parses it.
