@@ -12,7 +12,7 @@
 //
 //	v1                                 root, versioned so the schema can move
 //	├── blobs       <digest>           → blobRecord  {size, stored}
-//	├── manifests   <digest>           → manifestRecord {mediaType, refs}
+//	├── manifests   <digest>           → manifestRecord {mediaType, refs}: the type its bytes establish, kept once recorded
 //	├── tags        <registry>/<repo>:<tag> → Tag {digest, mediaType, confirmed}
 //	├── taglists    <registry>/<repo>  → TagList {tags, fetched}
 //	├── access      <digest>           → last access, unix nanoseconds (8 bytes, big endian)
