@@ -12,9 +12,9 @@
 //
 //	v1                                 root, versioned so the schema can move
 //	├── blobs       <digest>           → blobRecord  {size, stored}
-//	├── manifests   <digest>           → manifestRecord {mediaType, refs}
+//	├── manifests   <digest>           → manifestRecord {mediaType (as its bytes establish it), refs}
 //	├── tags        <registry>/<repo>:<tag> → Tag {digest, mediaType, confirmed}
-//	├── taglists    <registry>/<repo>  → TagList {tags, fetched}
+//	├── taglists    <registry>/<repo>  → 0x01, fetched (unix ns, 8 bytes, big endian), {tags, truncated} JSON
 //	├── access      <digest>           → last access, unix nanoseconds (8 bytes, big endian)
 //	├── pins        <source> <ref>     → Pin {ref, digest, source, pinned}
 //	└── tombstones  <digest>           → empty: an evicted blob whose file may still be on disk
@@ -35,6 +35,12 @@
 // removes it, or the next eviction pass does, unless the digest was
 // committed again meanwhile (it has a row again), in which case only the
 // tombstone goes.
+//
+// A remembered tag list keeps at most MaxTagListTags tags and
+// MaxTagListBytes: a longer one is truncated and marked so, and never
+// served as the whole list. Tag lists count in the store's size; eviction
+// removes one fetched TagListMaxAge before its keep cutoff, and under the
+// limits' pressure any not fetched since the cutoff, with the orphans.
 //
 // Last-access times are kept in memory by Touch and written in batches by
 // FlushAccess (and on Close), never one bbolt write per request.

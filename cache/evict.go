@@ -49,7 +49,9 @@ type Evicted struct {
 	Reason string `json:"reason"`
 }
 
-// EvictReport says what an eviction pass did (or, dry, would do).
+// EvictReport says what an eviction pass did (or, dry, would do). Sizes
+// count blob files and remembered tag lists (their index rows); objects
+// count blobs.
 type EvictReport struct {
 	SizeBefore, SizeAfter int64
 	ObjectsAfter          int64
@@ -59,6 +61,7 @@ type EvictReport struct {
 	Needed                int64 // bytes the limits asked to free
 	Removed               []Evicted
 	Tags                  []string // tag rows removed with their images
+	TagLists              []string // remembered tag lists removed (registry/repo)
 	Duration              time.Duration
 }
 
@@ -76,18 +79,22 @@ func (s *Store) DiskSpace() (free, size int64, err error) {
 }
 
 // Evict removes least recently used content until the store is back under
-// its limits: orphan blobs first, then whole images (a manifest or index
-// with everything only it refers to; a blob two images share stays while
-// either does). Pinned images and anything accessed after
-// opts.KeepAccessedAfter are never evicted. Readers of an evicted file keep
-// reading it: the space is freed when they close it.
+// its limits: what nothing refers to first (orphan blobs, and remembered
+// tag lists by when they were fetched), then whole images (a manifest or
+// index with everything only it refers to; a blob two images share stays
+// while either does). Pinned images and anything accessed (a tag list:
+// fetched) after opts.KeepAccessedAfter are never evicted. A tag list
+// fetched TagListMaxAge before opts.KeepAccessedAfter is removed whatever
+// the limits. Readers of an evicted file keep reading it: the space is
+// freed when they close it.
 //
 // A pass plans in a read transaction. A store under its limits (or with
 // nothing it may evict, and no files an interrupted pass left to unlink)
-// costs no write transaction, no fsync and no hold of commits. Only when the plan removes something does the pass hold commits
-// off and plan again in the write transaction that removes the rows, so
-// that no manifest, tag or blob committed meanwhile can be missed by the
-// choice or removed by it; it unlinks the files before it lets commits in.
+// costs no write transaction, no fsync and no hold of commits. Only when
+// the plan removes something does the pass hold commits off and plan again
+// in the write transaction that removes the rows, so that no manifest, tag,
+// tag list or blob committed meanwhile can be missed by the choice or
+// removed by it; it unlinks the files before it lets commits in.
 //
 // The free-disk floor needs the filesystem's free space. When that cannot
 // be read, the pass still applies MaxSize, and the error it returns (with
@@ -130,7 +137,7 @@ func (s *Store) evict(ctx context.Context, opts EvictOptions, base EvictReport) 
 	if err != nil {
 		return r, fmt.Errorf("evict: %w", err)
 	}
-	if opts.DryRun || (len(removed) == 0 && !leftovers) {
+	if opts.DryRun || (len(removed) == 0 && len(r.TagLists) == 0 && !leftovers) {
 		return r, nil
 	}
 
@@ -143,7 +150,7 @@ func (s *Store) evict(ctx context.Context, opts EvictOptions, base EvictReport) 
 		if files, err = leftoverTombstones(tx); err != nil {
 			return err
 		}
-		if removed, err = s.planIn(ctx, tx, opts, &r); err != nil || len(removed) == 0 {
+		if removed, err = s.planIn(ctx, tx, opts, &r); err != nil || (len(removed) == 0 && len(r.TagLists) == 0) {
 			return err
 		}
 		return s.removeRows(tx, removed, &r)
@@ -161,7 +168,7 @@ func (s *Store) evict(ctx context.Context, opts EvictOptions, base EvictReport) 
 func (r *EvictReport) rolledBack() {
 	r.ObjectsAfter += int64(len(r.Removed))
 	r.SizeAfter = r.SizeBefore
-	r.Removed, r.Tags = nil, nil
+	r.Removed, r.Tags, r.TagLists = nil, nil, nil
 }
 
 // planIn reads the graph in tx and plans from it.
@@ -173,12 +180,15 @@ func (s *Store) planIn(ctx context.Context, tx *bolt.Tx, opts EvictOptions, r *E
 	return plan(ctx, g, opts, r)
 }
 
-// plan chooses what to evict from g and fills in r. It sets r.Removed and
-// r.Tags only once the choice is complete: when ctx ends first, it returns
-// ctx's error and r says that nothing is removed.
+// plan chooses what to evict from g and fills in r. It sets r.Removed,
+// r.Tags and r.TagLists only once the choice is complete: when ctx ends
+// first, it returns ctx's error and r says that nothing is removed.
 func plan(ctx context.Context, g *graph, opts EvictOptions, r *EvictReport) (map[digest.Digest]bool, error) {
 	for _, n := range g.size {
 		r.SizeBefore += n
+	}
+	for _, l := range g.tagLists {
+		r.SizeBefore += l.size
 	}
 	if opts.MaxSize > 0 && r.SizeBefore > opts.MaxSize {
 		r.Needed = r.SizeBefore - int64(lowWater*float64(opts.MaxSize))
@@ -188,44 +198,93 @@ func plan(ctx context.Context, g *graph, opts EvictOptions, r *EvictReport) (map
 	}
 	r.SizeAfter = r.SizeBefore
 	r.ObjectsAfter = int64(len(g.size))
-	pinned := g.pinnedSet()
-	for d := range pinned {
+	c := &choice{g: g, pinned: g.pinnedSet(), removed: map[digest.Digest]bool{}, lists: map[string]bool{}}
+	for d := range c.pinned {
 		r.PinnedBytes += g.size[d]
 	}
-	removed := map[digest.Digest]bool{}
-	if r.Needed <= 0 {
-		return removed, nil
+	// A tag list nobody has listed for long goes whatever the limits.
+	expiry := opts.KeepAccessedAfter.Add(-TagListMaxAge)
+	for k, l := range g.tagLists {
+		if l.fetched.Before(expiry) {
+			c.dropList(k)
+		}
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
+	if c.freed < r.Needed {
+		if err := c.free(ctx, opts.KeepAccessedAfter, r.Needed); err != nil {
+			return nil, err
+		}
 	}
-	keep := func(d digest.Digest) bool {
-		return pinned[d] || g.access[d].After(opts.KeepAccessedAfter)
+	r.Removed = c.evicted
+	for d := range c.removed {
+		r.Tags = append(r.Tags, g.tags[d]...)
 	}
-	freed := int64(0)
-	var evicted []Evicted
-	remove := func(d digest.Digest, reason string) {
-		removed[d] = true
-		freed += g.size[d]
-		evicted = append(evicted, Evicted{Digest: d, Size: g.size[d], Reason: reason})
-	}
+	slices.Sort(r.Tags)
+	r.TagLists = slices.Sorted(maps.Keys(c.lists))
+	r.SizeAfter = r.SizeBefore - c.freed
+	r.ObjectsAfter -= int64(len(c.removed))
+	return c.removed, nil
+}
 
-	// Orphans first, oldest first.
-	var orphans []digest.Digest
+// choice is an eviction plan in the making.
+type choice struct {
+	g       *graph
+	pinned  map[digest.Digest]bool
+	removed map[digest.Digest]bool // blobs
+	lists   map[string]bool        // tag lists
+	evicted []Evicted
+	freed   int64
+}
+
+func (c *choice) remove(d digest.Digest, reason string) {
+	c.removed[d] = true
+	c.freed += c.g.size[d]
+	c.evicted = append(c.evicted, Evicted{Digest: d, Size: c.g.size[d], Reason: reason})
+}
+
+func (c *choice) dropList(key string) {
+	c.lists[key] = true
+	c.freed += c.g.tagLists[key].size
+}
+
+// free chooses until needed bytes are freed: first what nothing refers to
+// (orphan blobs, tag lists), oldest first; then whole images, least
+// recently used first. Nothing pinned or used after keepAfter is chosen.
+func (c *choice) free(ctx context.Context, keepAfter time.Time, needed int64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	g := c.g
+	keep := func(d digest.Digest) bool {
+		return c.pinned[d] || g.access[d].After(keepAfter)
+	}
+	type loose struct {
+		blob digest.Digest // or
+		list string
+		used time.Time
+	}
+	var candidates []loose
 	for d := range g.size {
 		if _, isManifest := g.refs[d]; !isManifest && g.parents[d] == 0 && !keep(d) {
-			orphans = append(orphans, d)
+			candidates = append(candidates, loose{blob: d, used: g.access[d]})
 		}
 	}
-	slices.SortFunc(orphans, func(a, b digest.Digest) int { return g.access[a].Compare(g.access[b]) })
-	for _, d := range orphans {
-		if freed >= r.Needed {
-			break
+	for k, l := range g.tagLists {
+		if !c.lists[k] && !l.fetched.After(keepAfter) {
+			candidates = append(candidates, loose{list: k, used: l.fetched})
 		}
-		remove(d, "orphan")
+	}
+	slices.SortFunc(candidates, func(a, b loose) int { return a.used.Compare(b.used) })
+	for _, l := range candidates {
+		if c.freed >= needed {
+			return nil
+		}
+		if l.list != "" {
+			c.dropList(l.list)
+		} else {
+			c.remove(l.blob, "orphan")
+		}
 	}
 
-	// Then whole images, least recently used first.
 	type image struct {
 		root   digest.Digest
 		access time.Time
@@ -233,7 +292,7 @@ func plan(ctx context.Context, g *graph, opts EvictOptions, r *EvictReport) (map
 	var images []image
 	for _, root := range g.roots() {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
 		members := g.closure(root)
 		if slices.ContainsFunc(members, keep) {
@@ -245,11 +304,11 @@ func plan(ctx context.Context, g *graph, opts EvictOptions, r *EvictReport) (map
 	refcount := g.parents
 	var drop func(d digest.Digest)
 	drop = func(d digest.Digest) {
-		if removed[d] || pinned[d] {
+		if c.removed[d] || c.pinned[d] {
 			return
 		}
 		if _, stored := g.size[d]; stored {
-			remove(d, "lru")
+			c.remove(d, "lru")
 		}
 		for _, ref := range g.refs[d] {
 			refcount[ref]--
@@ -259,26 +318,19 @@ func plan(ctx context.Context, g *graph, opts EvictOptions, r *EvictReport) (map
 		}
 	}
 	for _, img := range images {
-		if freed >= r.Needed {
+		if c.freed >= needed {
 			break
 		}
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
 		drop(img.root)
 	}
-	r.Removed = evicted
-	for d := range removed {
-		r.Tags = append(r.Tags, g.tags[d]...)
-	}
-	slices.Sort(r.Tags)
-	r.SizeAfter = r.SizeBefore - freed
-	r.ObjectsAfter -= int64(len(removed))
-	return removed, nil
+	return nil
 }
 
-// removeRows deletes the rows of removed blobs and the tags resolving to
-// them, and records tombstones: if the process dies before the files are
+// removeRows deletes the rows of removed blobs, the tags resolving to them
+// and the tag lists removed, and records tombstones: if the process dies before the files are
 // unlinked, Open removes them without re-hashing.
 func (s *Store) removeRows(tx *bolt.Tx, removed map[digest.Digest]bool, r *EvictReport) error {
 	for d := range removed {
@@ -291,6 +343,11 @@ func (s *Store) removeRows(tx *bolt.Tx, removed map[digest.Digest]bool, r *Evict
 	}
 	for _, t := range r.Tags {
 		if err := bucket(tx, bucketTags).Delete([]byte(t)); err != nil {
+			return err
+		}
+	}
+	for _, l := range r.TagLists {
+		if err := bucket(tx, bucketTagLists).Delete([]byte(l)); err != nil {
 			return err
 		}
 	}

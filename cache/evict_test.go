@@ -37,7 +37,8 @@ func putImage(t *testing.T, s *Store, tag string, layers ...string) (digest.Dige
 	}
 	body := []byte(fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[%s]}`, strings.Join(descs, ",")))
 	m := Manifest{Digest: digest.FromBytes(body), MediaType: "application/vnd.oci.image.manifest.v1+json", Body: body, Refs: ds}
-	require.NoError(t, s.PutManifest(m))
+	_, err := s.PutManifest(m)
+	require.NoError(t, err)
 	require.NoError(t, s.PutTag(TagKey{Registry: "r", Repo: "app", Tag: tag}, Tag{Digest: m.Digest}))
 	return m.Digest, ds
 }

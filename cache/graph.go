@@ -20,6 +20,14 @@ type graph struct {
 	tags      map[digest.Digest][]string // manifest → tag keys resolving to it
 	tagRows   map[string]Tag
 	pinned    map[digest.Digest][]Pin // root → pins
+	tagLists  map[string]tagListRow   // registry/repo → its remembered tag list
+}
+
+// tagListRow is what eviction needs of a tag list: its row's size in the
+// index and when it was fetched.
+type tagListRow struct {
+	size    int64
+	fetched time.Time
 }
 
 // snapshot reads the graph in one read transaction.
@@ -40,6 +48,7 @@ func (s *Store) readGraph(tx *bolt.Tx) (*graph, error) {
 		size: map[digest.Digest]int64{}, refs: map[digest.Digest][]digest.Digest{}, mediaType: map[digest.Digest]string{},
 		parents: map[digest.Digest]int{}, access: map[digest.Digest]time.Time{},
 		tags: map[digest.Digest][]string{}, tagRows: map[string]Tag{}, pinned: map[digest.Digest][]Pin{},
+		tagLists: map[string]tagListRow{},
 	}
 	err := func() error {
 		if err := bucket(tx, bucketBlobs).ForEach(func(k, v []byte) error {
@@ -75,6 +84,12 @@ func (s *Store) readGraph(tx *bolt.Tx) (*graph, error) {
 				g.tags[t.Digest] = append(g.tags[t.Digest], string(k))
 				g.tagRows[string(k)] = t
 			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := bucket(tx, bucketTagLists).ForEach(func(k, v []byte) error {
+			g.tagLists[string(k)] = tagListRow{size: int64(len(k) + len(v)), fetched: tagListFetched(v)}
 			return nil
 		}); err != nil {
 			return err

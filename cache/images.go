@@ -20,7 +20,8 @@ type Image struct {
 	Pinned     []string      `json:"pinned,omitempty"`   // pin refs
 }
 
-// Stats are the store's totals.
+// Stats are the store's totals. Bytes counts blob files and remembered tag
+// lists (their index rows); Objects counts blobs.
 type Stats struct {
 	Bytes, Objects, PinnedBytes int64
 }
@@ -70,6 +71,9 @@ func (s *Store) Stats() (Stats, error) {
 	for _, n := range g.size {
 		st.Bytes += n
 		st.Objects++
+	}
+	for _, l := range g.tagLists {
+		st.Bytes += l.size
 	}
 	for d := range g.pinnedSet() {
 		st.PinnedBytes += g.size[d]

@@ -12,7 +12,7 @@ import (
 )
 
 // Manifest is a stored manifest: the exact bytes upstream sent, with the media
-// type it sent them as and the digests they refer to.
+// type they establish and the digests they refer to.
 type Manifest struct {
 	Digest    digest.Digest
 	MediaType string
@@ -25,20 +25,44 @@ type manifestRecord struct {
 	Refs      []digest.Digest `json:"refs,omitempty"`
 }
 
-// PutManifest stores a manifest (verified against m.Digest) as a blob and
-// records its media type and references.
-func (s *Store) PutManifest(m Manifest) error {
+// PutManifest stores a manifest (verified against m.Digest) as a blob,
+// records its media type and references, and returns it as recorded.
+//
+// The media type recorded is the one the bytes establish (see
+// ParseManifestAs; m.MediaType is only the hint it takes); bytes that are
+// no manifest ParseManifest understands are recorded with m.MediaType as
+// given. A digest already recorded keeps its record when its media type is
+// consistent with the bytes: the same bytes have the same digest, so the
+// first verified type stands, and a second registry serving the digest
+// with another Content-Type cannot change it.
+func (s *Store) PutManifest(m Manifest) (Manifest, error) {
+	rec := manifestRecord{MediaType: m.MediaType, Refs: m.Refs}
+	parsed, perr := parseManifest(m.Body)
+	if perr == nil {
+		rec.MediaType = parsed.mediaType(m.MediaType)
+	}
 	w, err := s.NewIngest(m.Digest, int64(len(m.Body)))
 	if err != nil {
-		return err
+		return Manifest{}, err
 	}
 	if _, err := w.Write(m.Body); err != nil {
 		w.Abort()
-		return fmt.Errorf("write manifest: %w", err)
+		return Manifest{}, fmt.Errorf("write manifest: %w", err)
 	}
-	return w.commit(func(tx *bolt.Tx) error {
-		return putJSON(tx, bucketManifests, m.Digest.String(), manifestRecord{MediaType: m.MediaType, Refs: m.Refs})
+	err = w.commit(func(tx *bolt.Tx) error {
+		var old manifestRecord
+		if raw := bucket(tx, bucketManifests).Get([]byte(m.Digest.String())); raw != nil &&
+			json.Unmarshal(raw, &old) == nil && perr == nil && parsed.accepts(old.MediaType) {
+			rec = old
+			return nil
+		}
+		return putJSON(tx, bucketManifests, m.Digest.String(), rec)
 	})
+	if err != nil {
+		return Manifest{}, err
+	}
+	m.MediaType, m.Refs = rec.MediaType, rec.Refs
+	return m, nil
 }
 
 // GetManifest returns a stored manifest, re-checking its bytes against the
@@ -61,56 +85,11 @@ func (s *Store) GetManifest(d digest.Digest) (Manifest, error) {
 	if got := d.Algorithm().FromBytes(body); got != d {
 		return Manifest{}, fmt.Errorf("manifest %s on disk hashes to %s: %w", d, got, ErrDigestMismatch)
 	}
+	// A record written before media types were derived from the bytes may
+	// hold upstream's Content-Type; the bytes say what they are.
+	if parsed, err := parseManifest(body); err == nil {
+		rec.MediaType = parsed.mediaType(rec.MediaType)
+	}
 	s.Touch(d)
 	return Manifest{Digest: d, MediaType: rec.MediaType, Body: bytes.Clone(body), Refs: rec.Refs}, nil
-}
-
-// ParseManifest returns the digests a manifest or index refers to (config,
-// layers, child manifests, blobs) and the media type it declares.
-func ParseManifest(body []byte) ([]digest.Digest, string, error) {
-	refs, mt, _, err := parseManifestKind(body)
-	return refs, mt, err
-}
-
-// parseManifestKind is ParseManifest that also says what the body looks
-// like when it declares no media type (the field is optional in OCI): an
-// OCI index (manifests) or an OCI image manifest (config and layers); ""
-// when it is neither.
-func parseManifestKind(body []byte) ([]digest.Digest, string, string, error) {
-	type descriptor struct {
-		Digest digest.Digest `json:"digest"`
-	}
-	var m struct {
-		SchemaVersion int          `json:"schemaVersion"`
-		MediaType     string       `json:"mediaType"`
-		Config        *descriptor  `json:"config"`
-		Layers        []descriptor `json:"layers"`
-		Manifests     []descriptor `json:"manifests"`
-		Blobs         []descriptor `json:"blobs"`
-	}
-	if err := json.Unmarshal(body, &m); err != nil {
-		return nil, "", "", fmt.Errorf("not a manifest: %w", err)
-	}
-	if m.SchemaVersion != 2 {
-		return nil, "", "", fmt.Errorf("not a manifest: schemaVersion %d", m.SchemaVersion)
-	}
-	kind := ""
-	switch {
-	case m.Manifests != nil:
-		kind = "application/vnd.oci.image.index.v1+json"
-	case m.Config != nil && m.Layers != nil:
-		kind = "application/vnd.oci.image.manifest.v1+json"
-	}
-	var refs []digest.Digest
-	all := append(append(append([]descriptor{}, m.Layers...), m.Manifests...), m.Blobs...)
-	if m.Config != nil {
-		all = append(all, *m.Config)
-	}
-	for _, d := range all {
-		if d.Digest.Validate() != nil {
-			return nil, "", "", fmt.Errorf("invalid digest %q in manifest", d.Digest)
-		}
-		refs = append(refs, d.Digest)
-	}
-	return refs, m.MediaType, kind, nil
 }

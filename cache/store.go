@@ -262,10 +262,7 @@ func (s *Store) reconcile() error {
 		if fi.Size() <= maxManifestBytes {
 			// A manifest keeps its row (media type, references) too.
 			if body, err := os.ReadFile(path); err == nil {
-				if refs, mt, kind, err := parseManifestKind(body); err == nil && kind != "" {
-					if mt == "" {
-						mt = kind
-					}
+				if refs, mt, err := ParseManifest(body); err == nil {
 					adoptedManifests[d.String()] = manifestRecord{MediaType: mt, Refs: refs}
 				}
 			}

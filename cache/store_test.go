@@ -96,7 +96,8 @@ func TestReopenKeepsContentAndCleansLeftovers(t *testing.T) {
 	kept := ingest(t, s, []byte("kept across restarts"))
 	gone := ingest(t, s, []byte("its file is deleted while we are down"))
 	m := Manifest{Digest: digest.FromString(`{"schemaVersion":2}`), MediaType: "application/vnd.oci.image.manifest.v1+json", Body: []byte(`{"schemaVersion":2}`), Refs: []digest.Digest{kept}}
-	require.NoError(t, s.PutManifest(m))
+	_, err = s.PutManifest(m)
+	require.NoError(t, err)
 	key := TagKey{Registry: "docker.io", Repo: "library/alpine", Tag: "3"}
 	require.NoError(t, s.PutTag(key, Tag{Digest: m.Digest, MediaType: m.MediaType, Confirmed: time.Unix(100, 0)}))
 	// A download interrupted by a crash.
@@ -141,9 +142,10 @@ func TestManifestCorruptedOnDiskIsNotServed(t *testing.T) {
 	s := openStore(t, t.TempDir())
 	body := []byte(`{"schemaVersion":2,"mediaType":"x"}`)
 	m := Manifest{Digest: digest.FromBytes(body), MediaType: "x", Body: body}
-	require.NoError(t, s.PutManifest(m))
+	_, err := s.PutManifest(m)
+	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(s.blobPath(m.Digest), []byte(`{"schemaVersion":2,"mediaType":"y"}`), 0o644))
-	_, err := s.GetManifest(m.Digest)
+	_, err = s.GetManifest(m.Digest)
 	assert.ErrorIs(t, err, ErrDigestMismatch)
 }
 
@@ -206,7 +208,8 @@ func TestCorruptIndexIsRebuiltFromBlobFiles(t *testing.T) {
 	layer := ingest(t, s, []byte("layer bytes"))
 	body := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"digest":"` + string(layer) + `"},"layers":[]}`)
 	m := Manifest{Digest: digest.FromBytes(body), MediaType: "application/vnd.oci.image.manifest.v1+json", Body: body, Refs: []digest.Digest{layer}}
-	require.NoError(t, s.PutManifest(m))
+	_, err = s.PutManifest(m)
+	require.NoError(t, err)
 	require.NoError(t, s.Close())
 
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "index.db"), []byte("this is not a bbolt file, it is garbage left by a bad disk"), 0o644))

@@ -11,8 +11,9 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// Manifest is a manifest answer: the exact bytes, digest and media type
-// upstream sent.
+// Manifest is a manifest answer: the exact bytes upstream sent, their
+// digest, and the media type they establish (upstream's Content-Type only
+// where the bytes leave it open and it agrees with them).
 type Manifest struct {
 	Digest    digest.Digest
 	MediaType string
@@ -79,20 +80,21 @@ func (p *Proxy) fetchManifest(ctx context.Context, m *mirror, repo, ref string, 
 		p.metrics.digestMismatch.WithLabelValues(m.name, "manifest").Inc()
 		return nil, bad(fmt.Errorf("manifest %s from %s: bytes hash to %s, expected %s: %w", ref, m.name, got, want, ErrDigestMismatch))
 	}
-	refs, mediaType, err := cache.ParseManifest(fm.Body)
+	// The media type is what the bytes say, not what upstream's header
+	// claims: the record is shared by every registry serving the digest.
+	refs, mediaType, err := cache.ParseManifestAs(fm.Body, fm.MediaType)
 	if err != nil {
 		return nil, bad(fmt.Errorf("manifest %s from %s: %w", ref, m.name, err))
 	}
-	if fm.MediaType == "" || fm.MediaType == "application/json" || fm.MediaType == "text/plain" {
-		fm.MediaType = mediaType
+	if fm.MediaType != "" && fm.MediaType != mediaType {
+		p.log.Info("ignoring upstream's Content-Type: the manifest's bytes say otherwise", "registry", m.name,
+			"repository", repo, "reference", ref, "content_type", fm.MediaType, "media_type", mediaType)
 	}
-	if fm.MediaType == "" {
-		return nil, bad(fmt.Errorf("manifest %s from %s: no media type in header or body", ref, m.name))
-	}
-	if err := p.store.PutManifest(cache.Manifest{Digest: want, MediaType: fm.MediaType, Body: fm.Body, Refs: refs}); err != nil {
+	stored, err := p.store.PutManifest(cache.Manifest{Digest: want, MediaType: mediaType, Body: fm.Body, Refs: refs})
+	if err != nil {
 		return nil, fmt.Errorf("store manifest %s: %w", want, err)
 	}
-	return &Manifest{Digest: want, MediaType: fm.MediaType, Body: fm.Body}, nil
+	return &Manifest{Digest: want, MediaType: stored.MediaType, Body: fm.Body}, nil
 }
 
 func (p *Proxy) manifestByTag(ctx context.Context, m *mirror, repo, tag string) (*Manifest, error) {

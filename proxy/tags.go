@@ -10,7 +10,9 @@ import (
 )
 
 // Tags returns a repository's whole tag list, sorted: from upstream when it
-// answers (and remembered), else the list last seen, marked stale.
+// answers (and remembered), else the list last seen, marked stale. A list
+// remembered only in part (longer than the store keeps) is never served:
+// it is not the whole list, and a client could not tell.
 func (p *Proxy) Tags(ctx context.Context, registry, repo string) ([]string, Source, error) {
 	m, err := p.mirror(registry)
 	if err != nil {
@@ -32,6 +34,11 @@ func (p *Proxy) Tags(ctx context.Context, registry, repo string) ([]string, Sour
 		p.upstreamFailed(m.name, repo, "tags/list", err)
 		var ue *upstream.Error
 		if cerr == nil && errors.As(err, &ue) && ue.Unavailable() && ctx.Err() == nil {
+			if cached.Truncated {
+				p.log.Warn("not serving the remembered tag list stale: it is only the first part of upstream's list",
+					"registry", m.name, "repository", repo, "tags_kept", len(cached.Tags), "fetched", cached.Fetched)
+				return nil, "", err
+			}
 			p.servedStale(m.name, repo, "tags/list", ue)
 			return cached.Tags, Stale, nil
 		}
