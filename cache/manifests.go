@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -91,5 +90,5 @@ func (s *Store) GetManifest(d digest.Digest) (Manifest, error) {
 		rec.MediaType = parsed.mediaType(rec.MediaType)
 	}
 	s.Touch(d)
-	return Manifest{Digest: d, MediaType: rec.MediaType, Body: bytes.Clone(body), Refs: rec.Refs}, nil
+	return Manifest{Digest: d, MediaType: rec.MediaType, Body: body, Refs: rec.Refs}, nil
 }

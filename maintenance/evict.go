@@ -89,9 +89,9 @@ func (s *Service) record(r cache.EvictReport, outage bool) {
 		m.evictedBlobs.WithLabelValues(e.Reason).Inc()
 		m.evictedBytes.WithLabelValues(e.Reason).Add(float64(e.Size))
 	}
-	if len(r.Removed) > 0 || r.Needed > 0 {
+	if len(r.Removed) > 0 || len(r.TagLists) > 0 || r.Needed > 0 {
 		s.log.Info("eviction", "needed_bytes", r.Needed, "freed_bytes", r.Freed(), "blobs", len(r.Removed),
-			"tags", len(r.Tags), "size_bytes", r.SizeAfter, "duration", r.Duration, "outage", outage)
+			"tags", len(r.Tags), "tag_lists", len(r.TagLists), "size_bytes", r.SizeAfter, "duration", r.Duration, "outage", outage)
 	}
 	if r.Needed > r.Freed() {
 		s.log.Warn("eviction could not free enough: the rest is pinned or in use", "needed_bytes", r.Needed, "freed_bytes", r.Freed())
