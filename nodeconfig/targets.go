@@ -52,10 +52,7 @@ func defaultServer(name string, known []Target) string {
 // from: the caller adds that.
 func ParseMirror(s string) (string, error) {
 	u, err := url.Parse(s)
-	if err != nil {
-		return "", err
-	}
-	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return "", errors.New("must be an http or https URL with a host, e.g. http://127.0.0.1:5000")
 	}
 	if strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {

@@ -55,7 +55,7 @@ func TestParseMirror(t *testing.T) {
 	}
 
 	for in, want := range map[string]string{
-		"127.0.0.1:5000":            "first path segment in URL cannot contain colon",
+		"127.0.0.1:5000":            "must be an http or https URL with a host, e.g. http://127.0.0.1:5000",
 		"ftp://127.0.0.1:5000":      "must be an http or https URL with a host",
 		"http://":                   "must be an http or https URL with a host",
 		"http://127.0.0.1:5000/v2":  "must be scheme://host[:port] only",

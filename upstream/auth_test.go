@@ -109,3 +109,15 @@ const (
 	waitFor = 10 * time.Second
 	tick    = 5 * time.Millisecond
 )
+
+func TestNewRefusesURLsItCannotHonour(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{"ftp://r.test", "http://", "https://r.test/v2", "https://r.test/mirror/", "https://r.test/?a=b", "https://u:p@r.test"} {
+		_, err := New(Config{Name: "r.test", URL: u}, Options{})
+		assert.Error(t, err, u)
+	}
+	for _, u := range []string{"https://r.test", "https://r.test/", "http://127.0.0.1:5001"} {
+		_, err := New(Config{Name: "r.test", URL: u}, Options{})
+		assert.NoError(t, err, u)
+	}
+}

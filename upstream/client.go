@@ -89,6 +89,12 @@ func New(cfg Config, opts Options) (*Client, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("upstream %s: URL %q must be http(s)://host[:port]", cfg.Name, cfg.URL)
 	}
+	if strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.User != nil {
+		// The registry API lives at /v2/ on the host; a path would be used
+		// by some requests (ours) and not others (the ping and token
+		// exchange), so it is refused rather than half honoured.
+		return nil, fmt.Errorf("upstream %s: URL %q must be http(s)://host[:port] with no path, query or user", cfg.Name, cfg.URL)
+	}
 	var nameOpts []name.Option
 	if u.Scheme == "http" {
 		nameOpts = append(nameOpts, name.Insecure)

@@ -180,7 +180,26 @@ func loadServeConfig(args []string, stderr io.Writer) (serveConfig, error) {
 	if err := cfg.resolveUpstreams(rows); err != nil {
 		return serveConfig{}, err
 	}
+	cfg.DefaultRegistry = cfg.defaultRegistry()
 	return cfg, cfg.validate()
+}
+
+// defaultRegistry is the one named, else docker.io when it is mirrored,
+// else the only upstream (so `--upstream NAME=URL` alone works); else ""
+// (validate then says how to choose).
+func (c serveConfig) defaultRegistry() string {
+	if c.DefaultRegistry != "" {
+		return c.DefaultRegistry
+	}
+	for _, u := range c.Upstreams {
+		if u.Name == "docker.io" {
+			return u.Name
+		}
+	}
+	if len(c.Upstreams) == 1 {
+		return c.Upstreams[0].Name
+	}
+	return ""
 }
 
 // resolveUpstreams gives each upstream the top-level settings with its own
@@ -237,7 +256,15 @@ func (c serveConfig) validate() error {
 		}
 	}
 	if !seen[c.DefaultRegistry] {
-		errs = append(errs, fmt.Errorf("--default-registry %q is not among the upstreams", c.DefaultRegistry))
+		var names []string
+		for _, u := range c.Upstreams {
+			names = append(names, u.Name)
+		}
+		what := fmt.Sprintf("--default-registry %q is not among the upstreams", c.DefaultRegistry)
+		if c.DefaultRegistry == "" {
+			what = "no --default-registry, and docker.io is not among the upstreams"
+		}
+		errs = append(errs, fmt.Errorf("%s: set --default-registry to one of %s", what, strings.Join(names, ", ")))
 	}
 	return errors.Join(errs...)
 }

@@ -503,3 +503,19 @@ defaultRegistry: a.test
 	_, err = loadServeConfig([]string{"--config", file}, &bytes.Buffer{})
 	require.ErrorContains(t, err, "c.yaml:4: upstreams[0].tokenRealms: must be host or host:port")
 }
+
+func TestDefaultRegistryFollowsTheUpstreams(t *testing.T) {
+	cfg, err := loadServeConfig([]string{"--upstream", "local.test=http://127.0.0.1:5001"}, &bytes.Buffer{})
+	require.NoError(t, err, "a single --upstream is the default registry")
+	assert.Equal(t, "local.test", cfg.DefaultRegistry)
+
+	cfg, err = loadServeConfig(nil, &bytes.Buffer{})
+	require.NoError(t, err)
+	assert.Equal(t, "docker.io", cfg.DefaultRegistry, "docker.io when it is mirrored")
+
+	_, err = loadServeConfig([]string{"--upstream", "a.test=http://127.0.0.1:1", "--upstream", "b.test=http://127.0.0.1:2"}, &bytes.Buffer{})
+	require.ErrorContains(t, err, "no --default-registry, and docker.io is not among the upstreams: set --default-registry to one of a.test, b.test")
+
+	_, err = loadServeConfig([]string{"--upstream", "a.test=http://127.0.0.1:1", "--default-registry", "c.test"}, &bytes.Buffer{})
+	require.ErrorContains(t, err, `--default-registry "c.test" is not among the upstreams: set --default-registry to one of a.test`)
+}

@@ -68,7 +68,7 @@ func settingsTable() []setting {
 		{flag: "upstream", key: "upstreams", def: upstreamList(defaultUpstreams), repeatable: true,
 			help: "`NAME=URL` of a mirrored registry; repeatable, or comma-separated in the env var; replaces the default set",
 			set:  field(parseUpstreams, func(c *serveConfig) *[]upstreamConfig { return &c.Upstreams }), list: decodeUpstreams},
-		{flag: "default-registry", key: "defaultRegistry", def: "docker.io", help: "`registry` for requests without ns= (must be an upstream)",
+		{flag: "default-registry", key: "defaultRegistry", def: "", help: "`registry` for requests without ns= (must be an upstream; empty: docker.io when it is mirrored, else the only upstream)",
 			set: field(parseText, func(c *serveConfig) *string { return &c.DefaultRegistry })},
 		{flag: "docker-config", key: "dockerConfig", def: defaultDockerConfig(), help: "docker config.json (or .dockerconfigjson) `file` with upstream credentials; empty: anonymous",
 			set: field(parseText, func(c *serveConfig) *string { return &c.DockerConfig })},
