@@ -48,9 +48,10 @@ func (p *Proxy) Blob(ctx context.Context, registry, repo string, d digest.Digest
 		b, retry, err := p.follow(ctx, f, whole)
 		var ue *upstream.Error
 		if err != nil && !retriedOwn && (f.registry != m.name || f.repo != repo) &&
-			errors.As(err, &ue) && !ue.Unavailable() {
+			(errors.As(err, &ue) && !ue.Unavailable() || errors.Is(err, errBeyondManifest)) {
 			// The download was another repository's, which upstream says
-			// lacks the blob or denies it: ask again for ours.
+			// lacks the blob or denies it, or whose manifest declares a
+			// smaller size: ask again for ours.
 			retriedOwn, retry = true, true
 		}
 		if !retry {
@@ -76,6 +77,7 @@ func (p *Proxy) openOrJoin(m *mirror, repo string, d digest.Digest) (*Blob, *fil
 		return b, nil, err
 	}
 	f := newFill(d, m.name, repo)
+	f.slots = m.fillSlots
 	f.acquire()
 	if !p.background(func(ctx context.Context) { p.runFill(ctx, f, m, repo) }) {
 		return nil, nil, errClosed
@@ -98,7 +100,8 @@ func (p *Proxy) openCached(d digest.Digest) (*Blob, error) {
 
 // follow waits for the fill to start and returns a reader of it. retry is
 // true when the fill finished in the meantime and the store should be asked
-// again.
+// again. The wait for the fill to get a download slot is bounded by the
+// request budget (awaitSlot): past it the answer is unavailable (ErrBusy).
 func (p *Proxy) follow(ctx context.Context, f *fill, whole bool) (b *Blob, retry bool, err error) {
 	defer func() {
 		if b == nil {
@@ -106,6 +109,9 @@ func (p *Proxy) follow(ctx context.Context, f *fill, whole bool) (b *Blob, retry
 			f.release()
 		}
 	}()
+	if err := p.awaitSlot(ctx, f); err != nil {
+		return nil, false, err
+	}
 	select {
 	case <-f.started:
 	case <-ctx.Done():
@@ -160,7 +166,9 @@ func (w *waiterCloser) Close() error {
 }
 
 // BlobHead answers a HEAD of blob d: its size, from the store, a fill in
-// progress, or upstream (without downloading it).
+// progress, or upstream (without downloading it). Concurrent HEADs of the
+// same blob in the same repository share one upstream HEAD, which takes one
+// of the registry's request slots (flights.go).
 func (p *Proxy) BlobHead(ctx context.Context, registry, repo string, d digest.Digest) (int64, Source, error) {
 	m, err := p.mirror(registry)
 	if err != nil {
@@ -185,11 +193,15 @@ func (p *Proxy) BlobHead(ctx context.Context, registry, repo string, d digest.Di
 		default:
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, m.Client.Timeouts().Request)
-	defer cancel()
-	size, err := m.Client.HeadBlob(ctx, repo, d.String())
+	key := m.name + "/" + repo + "@" + d.String()
+	size, err := share(p, &p.blobHeads, ctx, m, key, "blob HEAD", m.Client.Timeouts().Request, func(ctx context.Context) (int64, error) {
+		size, err := m.Client.HeadBlob(ctx, repo, d.String())
+		if err != nil {
+			p.upstreamFailed(m.name, repo, "blob HEAD "+d.String(), err)
+		}
+		return size, err
+	})
 	if err != nil {
-		p.upstreamFailed(m.name, repo, "blob HEAD "+d.String(), err)
 		return 0, "", err
 	}
 	return size, Miss, nil

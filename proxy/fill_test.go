@@ -93,7 +93,7 @@ func TestLateJoinerReadsFromDiskThenFollows(t *testing.T) {
 func TestConcurrentFillsPerRegistryAreBounded(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.p.mirrors[testRegistry].fillSlots = make(chan struct{}, 2)
+	e.p.mirrors[testRegistry].fillSlots = newFillSlots(2, e.p.metrics.fillsQueued)
 	img := upstreamtest.RandomImage(t, 128<<10, 5)
 	e.up.Push(t, "app:v1", img)
 	layers, _ := img.Layers()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"math"
 	"os"
 	"sync"
 	"syscall"
@@ -23,17 +24,23 @@ type fills struct {
 
 // fill is one upstream download of one blob into the store. It belongs to no
 // client: it runs on its own context until it finishes, fails, stalls or
-// times out, and any number of readers follow it.
+// times out, and any number of readers follow it. A client that leaves
+// never cancels it; only its registry's scheduler may, when no client is
+// left and another download somebody waits for needs the slot (fillSlots).
 type fill struct {
 	digest         digest.Digest
 	registry, repo string // whose download it is
 
+	slots *fillSlots // its registry's, told when a client leaves; nil in tests
+
 	mu      sync.Mutex
+	slotted chan struct{} // closed once it holds a download slot, or ends
 	started chan struct{} // closed once size and file are known, or on early failure
 	changed chan struct{} // closed and replaced on every progress or state change
-	size    int64         // announced size, -1 if unknown
+	size    int64         // expected size (announced, or declared by a manifest), -1 if unknown
 	file    *os.File      // read side of the ingest file
-	refs    int           // the fill itself plus each open reader
+	refs    int           // the fill itself plus each client (waiting or reading)
+	closed  bool          // abandoned or yielding: no new client may join (fillSlots)
 	written int64
 	done    bool
 	err     error
@@ -45,17 +52,34 @@ type fill struct {
 
 func newFill(d digest.Digest, registry, repo string) *fill {
 	return &fill{
-		digest: d, registry: registry, repo: repo, started: make(chan struct{}), changed: make(chan struct{}), size: -1, refs: 1,
+		digest: d, registry: registry, repo: repo, slotted: make(chan struct{}), started: make(chan struct{}), changed: make(chan struct{}), size: -1, refs: 1,
 		readers: map[*fillReader]int64{}, advanced: make(chan struct{}),
 	}
+}
+
+// granted records that the fill holds a download slot.
+func (f *fill) granted() {
+	f.mu.Lock()
+	closeOnce(f.slotted)
+	f.mu.Unlock()
 }
 
 // start publishes the size and the ingest file to readers.
 func (f *fill) start(size int64, file *os.File) {
 	f.mu.Lock()
 	f.size, f.file = size, file
+	closeOnce(f.slotted)
 	f.mu.Unlock()
 	close(f.started)
+}
+
+// closeOnce closes c unless it is closed already (callers hold f.mu).
+func closeOnce(c chan struct{}) {
+	select {
+	case <-c:
+	default:
+		close(c)
+	}
 }
 
 func (f *fill) progress(n int64) {
@@ -73,34 +97,65 @@ func (f *fill) finish(err error) {
 	f.done, f.err = true, err
 	close(f.changed)
 	f.changed = make(chan struct{})
-	select {
-	case <-f.started:
-	default:
-		close(f.started)
-	}
+	closeOnce(f.slotted)
+	closeOnce(f.started)
 	f.mu.Unlock()
 	f.release()
 }
 
+// acquire adds a client, unless the fill ended or was closed to new ones.
 func (f *fill) acquire() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.refs == 0 {
+	if f.refs == 0 || f.closed {
 		return false
 	}
 	f.refs++
 	return true
 }
 
+// release drops a client (or, in finish, the fill's own reference). The
+// last client leaving a download in progress may change who gets its
+// registry's slots.
 func (f *fill) release() {
 	f.mu.Lock()
 	f.refs--
 	last := f.refs == 0
+	idle := f.refs == 1 && !f.done
 	file := f.file
 	f.mu.Unlock()
 	if last && file != nil {
 		_ = file.Close()
 	}
+	if idle && f.slots != nil {
+		f.slots.rebalance()
+	}
+}
+
+// idle reports whether no client holds the download in progress.
+func (f *fill) idle() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.refs == 1 && !f.done && !f.closed
+}
+
+// closeIfIdle closes the fill to new clients if none holds it, and
+// reports whether it did: a request arriving later starts a new fill.
+func (f *fill) closeIfIdle() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.refs != 1 || f.done || f.closed {
+		return false
+	}
+	f.closed = true
+	return true
+}
+
+// progressed is how many bytes the fill has received.
+func (f *fill) progressed() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.written
 }
 
 // readable returns how far a reader may read now, whether the fill ended,
@@ -174,16 +229,30 @@ func (r *fillReader) Seek(offset int64, whence int) (int64, error) {
 
 // runFill downloads the blob into the store, on the proxy's own context.
 func (p *Proxy) runFill(bg context.Context, f *fill, m *mirror, repo string) {
-	ctx, cancel := context.WithTimeout(bg, p.fillTimeout)
+	ctx, yield := context.WithCancelCause(bg)
+	defer yield(nil)
+	ctx, cancel := context.WithTimeout(ctx, p.fillTimeout)
 	defer cancel()
-	p.metrics.fillsInProgress.Inc()
-	defer p.metrics.fillsInProgress.Dec()
 
-	err := p.download(ctx, f, m, repo)
+	err := p.download(ctx, yield, f, m, repo)
+	if err != nil && errors.Is(context.Cause(ctx), errYielded) {
+		err = errYielded
+	}
 	result := "ok"
 	switch {
 	case errors.Is(err, errRelayed):
 		result, err = "disk_full", nil // served, verified, not stored
+	case errors.Is(err, errAbandoned):
+		result = "abandoned"
+	case errors.Is(err, errYielded):
+		result = "yielded"
+		p.log.Info("blob download cancelled: no client left and another download needed its slot", "registry", m.name, "repository", repo, "digest", f.digest)
+	case errors.Is(err, ErrDiskFull):
+		result = "no_space"
+		p.log.Warn("blob download refused: it would not fit on the cache's disk", "registry", m.name, "repository", repo, "digest", f.digest, "error", err)
+	case errors.Is(err, upstream.ErrTooLarge):
+		result = "too_large"
+		p.log.Warn("blob download refused: larger than its bound; discarded", "registry", m.name, "repository", repo, "digest", f.digest, "error", err)
 	case errors.Is(err, cache.ErrDigestMismatch), errors.Is(err, cache.ErrSizeMismatch):
 		result = "digest_mismatch"
 		p.metrics.digestMismatch.WithLabelValues(m.name, "blob").Inc()
@@ -195,30 +264,46 @@ func (p *Proxy) runFill(bg context.Context, f *fill, m *mirror, repo string) {
 	}
 	p.metrics.fills.WithLabelValues(m.name, result).Inc()
 	// Remove the fill only after the outcome is final: a request that finds
-	// no fill then finds the committed blob in the store.
+	// no fill then finds the committed blob in the store. A fill closed to
+	// new clients may have been replaced already.
 	p.fills.mu.Lock()
-	delete(p.fills.m, f.digest.String())
+	if p.fills.m[f.digest.String()] == f {
+		delete(p.fills.m, f.digest.String())
+	}
 	p.fills.mu.Unlock()
 	f.finish(err)
 }
 
-func (p *Proxy) download(ctx context.Context, f *fill, m *mirror, repo string) error {
-	select {
-	case m.fillSlots <- struct{}{}:
-		defer func() { <-m.fillSlots }()
-	case <-ctx.Done():
-		return fmt.Errorf("waiting for a download slot: %w", ctx.Err())
+// download waits for a slot (fillSlots, which may cancel it through yield
+// later), fetches the blob within its bounds (blobBounds, diskBudget) and
+// commits it.
+func (p *Proxy) download(ctx context.Context, yield context.CancelCauseFunc, f *fill, m *mirror, repo string) error {
+	if err := m.fillSlots.acquire(ctx, f, yield); err != nil {
+		if errors.Is(err, errAbandoned) {
+			return err
+		}
+		return fmt.Errorf("waiting for a download slot: %w", err)
 	}
+	defer m.fillSlots.release(f)
+	f.granted()
+	p.metrics.fillsInProgress.Inc()
+	defer p.metrics.fillsInProgress.Dec()
+
 	body, err := m.Client.GetBlob(ctx, repo, f.digest.String())
 	if err != nil {
 		return err
 	}
 	defer body.Close()
-	size := body.Size
-	if p.maxBlob > 0 && size > p.maxBlob {
-		return fmt.Errorf("blob %s is %d bytes: %w (%d)", f.digest, size, upstream.ErrTooLarge, p.maxBlob)
+	b, err := p.blobBounds(f.digest, m.name, repo, body.Size)
+	if err != nil {
+		return err
 	}
-	w, err := p.store.NewIngest(f.digest, size)
+	claim, err := p.disk.admit(f.digest, b.size)
+	if err != nil {
+		return err
+	}
+	defer claim.done()
+	w, err := p.store.NewIngest(f.digest, b.size)
 	if err != nil {
 		return err
 	}
@@ -227,7 +312,7 @@ func (p *Proxy) download(ctx context.Context, f *fill, m *mirror, repo string) e
 		w.Abort()
 		return fmt.Errorf("open ingest file for readers: %w", err)
 	}
-	f.start(size, rf)
+	f.start(b.size, rf)
 
 	// The body enforces the stall limit (upstream.Blob): its clock runs
 	// only while waiting on upstream, not while writing to the local disk.
@@ -238,13 +323,14 @@ func (p *Proxy) download(ctx context.Context, f *fill, m *mirror, repo string) e
 		n, rerr := body.Read(buf)
 		if n > 0 {
 			total += int64(n)
-			if p.maxBlob > 0 && total > p.maxBlob {
+			if total > b.limit {
 				w.Abort()
-				return fmt.Errorf("blob %s: %w (%d)", f.digest, upstream.ErrTooLarge, p.maxBlob)
+				return b.exceeded(f.digest)
 			}
 			data := buf[:n]
 			if relayHash == nil {
 				nw, werr := w.Write(data)
+				claim.wrote(int64(nw))
 				switch {
 				case werr == nil:
 					f.progress(int64(n))
@@ -280,8 +366,8 @@ func (p *Proxy) download(ctx context.Context, f *fill, m *mirror, repo string) e
 		}
 	}
 	if relayHash != nil {
-		if size >= 0 && total != size {
-			return fmt.Errorf("blob %s: got %d bytes, expected %d: %w", f.digest, total, size, cache.ErrSizeMismatch)
+		if b.size >= 0 && total != b.size {
+			return fmt.Errorf("blob %s: got %d bytes, expected %d: %w", f.digest, total, b.size, cache.ErrSizeMismatch)
 		}
 		if got := digest.NewDigest(f.digest.Algorithm(), relayHash); got != f.digest {
 			return fmt.Errorf("blob %s: got %s: %w", f.digest, got, cache.ErrDigestMismatch)
@@ -289,4 +375,51 @@ func (p *Proxy) download(ctx context.Context, f *fill, m *mirror, repo string) e
 		return errRelayed
 	}
 	return w.Commit()
+}
+
+// errBeyondManifest marks a blob refused for being larger than the size
+// the manifest of the repository that started its download declared: a
+// client of another repository (whose manifest may say otherwise) asks
+// again for its own.
+var errBeyondManifest = errors.New("larger than its manifest declares")
+
+// blobBound is what a download may receive: see sizes.go.
+type blobBound struct {
+	size     int64 // expected, -1 if unknown
+	limit    int64 // the most bytes accepted
+	declared bool  // limit is the size a manifest declared
+}
+
+func (b blobBound) exceeded(d digest.Digest) error {
+	if b.declared {
+		return fmt.Errorf("blob %s: upstream sent more than the %d bytes its manifest declares: %w: %w", d, b.limit, upstream.ErrTooLarge, errBeyondManifest)
+	}
+	return fmt.Errorf("blob %s: upstream sent more than %d bytes: %w", d, b.limit, upstream.ErrTooLarge)
+}
+
+// blobBounds bounds the download of blob d of repo, which upstream
+// announced as announced bytes (-1: not announced), or refuses it at once.
+func (p *Proxy) blobBounds(d digest.Digest, registry, repo string, announced int64) (blobBound, error) {
+	b := blobBound{size: announced, limit: math.MaxInt64}
+	if p.maxBlob > 0 {
+		b.limit = p.maxBlob
+	}
+	if declared, ok := p.sizes.lookup(registry, repo, d); ok {
+		if announced > declared {
+			return b, fmt.Errorf("blob %s: upstream announced %d bytes, its manifest declares %d: %w: %w", d, announced, declared, upstream.ErrTooLarge, errBeyondManifest)
+		}
+		if b.size < 0 {
+			b.size = declared
+		}
+		if declared <= b.limit {
+			b.limit, b.declared = declared, true
+		}
+	}
+	if b.size > b.limit {
+		return b, fmt.Errorf("blob %s is %d bytes: %w (%d)", d, b.size, upstream.ErrTooLarge, b.limit)
+	}
+	if b.size >= 0 && b.size < b.limit {
+		b.limit, b.declared = b.size, false
+	}
+	return b, nil
 }

@@ -12,7 +12,9 @@ type metrics struct {
 	digestMismatch  *prometheus.CounterVec
 	fills           *prometheus.CounterVec
 	fillsInProgress prometheus.Gauge
+	fillsQueued     prometheus.Gauge
 	fillWaiters     prometheus.Gauge
+	busy            *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -31,19 +33,27 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"registry", "kind"}),
 		fills: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lifeboat_proxy_fills_total",
-			Help: "Finished blob downloads into the cache, by registry and result (ok, error, digest_mismatch, disk_full: relayed to its clients from memory, not stored).",
+			Help: "Finished blob downloads into the cache, by registry and result (ok, error, digest_mismatch, disk_full: relayed to its clients from memory, not stored; no_space: refused, would not fit on the disk; too_large: refused, beyond its size bound; abandoned: every client left while it waited for a slot; yielded: cancelled with no client left, its slot given to a download somebody waited for).",
 		}, []string{"registry", "result"}),
 		fillsInProgress: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "lifeboat_proxy_fills_in_progress",
-			Help: "Blob downloads into the cache in progress.",
+			Help: "Blob downloads into the cache in progress (holding a download slot).",
+		}),
+		fillsQueued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "lifeboat_proxy_fills_queued",
+			Help: "Blob downloads waiting for a download slot of their registry.",
 		}),
 		fillWaiters: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "lifeboat_proxy_fill_clients",
 			Help: "Clients reading a blob download in progress.",
 		}),
+		busy: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lifeboat_proxy_busy_responses_total",
+			Help: "Requests answered unavailable because no upstream slot of their registry freed within their budget, by registry and kind (blob: a download slot; request: a slot for a manifest, HEAD or tag request).",
+		}, []string{"registry", "kind"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.upstreamBytes, m.stale, m.digestMismatch, m.fills, m.fillsInProgress, m.fillWaiters)
+		reg.MustRegister(m.upstreamBytes, m.stale, m.digestMismatch, m.fills, m.fillsInProgress, m.fillsQueued, m.fillWaiters, m.busy)
 	}
 	return m
 }

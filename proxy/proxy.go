@@ -53,8 +53,16 @@ type Upstream struct {
 	// confirmed it longer ago than this. Zero: no limit.
 	MaxStaleness time.Duration
 	// MaxConcurrentFills bounds the blob downloads from this registry at
-	// once; more wait for a slot. Zero: 16.
+	// once; more queue for a slot, and a client waits for one at most its
+	// request budget (the client's Timeouts().Request) before it is
+	// answered unavailable (ErrBusy). See fillSlots for who gets a slot.
+	// Zero: 16.
 	MaxConcurrentFills int
+	// MaxConcurrentRequests bounds this registry's other upstream
+	// requests at once: manifest GETs, tag revalidation HEADs and blob
+	// HEADs (tag lists: see requestSlot). More wait, within their own
+	// budget, then are answered unavailable (ErrBusy). Zero: 32.
+	MaxConcurrentRequests int
 }
 
 // Options configure a Proxy.
@@ -63,8 +71,19 @@ type Options struct {
 	Upstreams []Upstream
 	// DefaultRegistry serves requests without ns=. Empty: the first upstream.
 	DefaultRegistry string
-	// MaxBlobSize refuses blobs larger than this many bytes. Zero: no limit.
+	// MaxBlobSize refuses blobs larger than this many bytes: an announced
+	// size above it at once, a stream of unannounced size once it passes
+	// it. Zero: 20 GiB (DefaultMaxBlobSize); negative: no limit (a blob's
+	// size from its manifest and the free disk still bound it).
 	MaxBlobSize int64
+	// DiskReserve is the free space a download must leave on the cache's
+	// disk: a blob whose size is known (announced by upstream, or declared
+	// by a manifest this proxy fetched) and that would leave less, counting
+	// what the downloads in progress still have to write, is refused with
+	// ErrDiskFull before a byte is written (the registry answers 503 and
+	// containerd pulls from the registry itself). Zero: 1 GiB
+	// (DefaultDiskReserve); negative: no check.
+	DiskReserve int64
 	// FillTimeout bounds a whole blob download. Zero: 1h.
 	FillTimeout time.Duration
 	// Logger receives one line per upstream failure and per stale answer.
@@ -76,11 +95,20 @@ type Options struct {
 	Now func() time.Time
 }
 
+// Defaults for zero Options and Upstream fields.
+const (
+	DefaultMaxBlobSize           = 20 << 30
+	DefaultDiskReserve           = 1 << 30
+	DefaultMaxConcurrentFills    = 16
+	DefaultMaxConcurrentRequests = 32
+)
+
 // mirror is one mirrored registry as the proxy holds it.
 type mirror struct {
 	Upstream
 	name      string
-	fillSlots chan struct{}
+	fillSlots *fillSlots    // blob downloads
+	requests  chan struct{} // every other upstream request: see requestSlot
 }
 
 // Proxy answers pulls from the store and upstream registries.
@@ -88,13 +116,16 @@ type Proxy struct {
 	store         *cache.Store
 	mirrors       map[string]*mirror
 	defaultName   string
-	maxBlob       int64
+	maxBlob       int64 // <= 0: no limit
+	disk          diskBudget
 	fillTimeout   time.Duration
 	log           *slog.Logger
 	metrics       *metrics
 	now           func() time.Time
 	fills         fills
-	manifests     flights
+	sizes         sizeHints
+	manifests     flights[*Manifest]
+	blobHeads     flights[int64]
 	revalidations revalidations
 
 	// bg is the parent of every download, manifest fetch and tag
@@ -120,6 +151,12 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 	if opts.FillTimeout <= 0 {
 		opts.FillTimeout = time.Hour
 	}
+	if opts.MaxBlobSize == 0 {
+		opts.MaxBlobSize = DefaultMaxBlobSize
+	}
+	if opts.DiskReserve == 0 {
+		opts.DiskReserve = DefaultDiskReserve
+	}
 	if opts.DefaultRegistry == "" && opts.Upstreams[0].Client != nil {
 		opts.DefaultRegistry = opts.Upstreams[0].Client.Name()
 	}
@@ -127,11 +164,12 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 	p := &Proxy{
 		bg: bg, stopBg: stopBg,
 		store: store, mirrors: make(map[string]*mirror), defaultName: opts.DefaultRegistry,
-		maxBlob: opts.MaxBlobSize, fillTimeout: opts.FillTimeout,
+		maxBlob: opts.MaxBlobSize, disk: diskBudget{store: store, reserve: opts.DiskReserve}, fillTimeout: opts.FillTimeout,
 		log: opts.Logger, metrics: newMetrics(opts.Registerer), now: opts.Now,
 		fills: fills{m: make(map[string]*fill)},
 	}
 	p.revalidations.launch = p.background
+	p.revalidations.gate = p.gateRevalidation
 	for _, u := range opts.Upstreams {
 		if u.Client == nil {
 			return nil, errors.New("an upstream has no client")
@@ -140,7 +178,11 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 		if _, dup := p.mirrors[name]; dup {
 			return nil, fmt.Errorf("upstream %s configured twice", name)
 		}
-		p.mirrors[name] = &mirror{Upstream: u, name: name, fillSlots: make(chan struct{}, cmp.Or(u.MaxConcurrentFills, 16))}
+		p.mirrors[name] = &mirror{
+			Upstream: u, name: name,
+			fillSlots: newFillSlots(cmp.Or(u.MaxConcurrentFills, DefaultMaxConcurrentFills), p.metrics.fillsQueued),
+			requests:  make(chan struct{}, max(cmp.Or(u.MaxConcurrentRequests, DefaultMaxConcurrentRequests), 1)),
+		}
 	}
 	if _, ok := p.mirrors[p.defaultName]; !ok {
 		return nil, fmt.Errorf("default registry %s is not among the upstreams", p.defaultName)

@@ -19,6 +19,9 @@ type revalidations struct {
 	// launch runs a HEAD on the proxy's own context, tracked by Close; it
 	// reports false once the proxy is closing.
 	launch func(func(context.Context)) bool
+	// gate, if set, runs each HEAD within its registry's request slots
+	// (Proxy.gateRevalidation).
+	gate func(ctx context.Context, key string, run func(context.Context) (string, error)) (string, error)
 
 	mu sync.Mutex
 	m  map[string]*tagFlights
@@ -69,7 +72,11 @@ func (rv *revalidations) head(ctx context.Context, key string, run func(context.
 
 func (rv *revalidations) run(ctx context.Context, key string, r *revalidation, run func(context.Context) (string, error)) {
 	for r != nil {
-		r.digest, r.err = run(ctx)
+		if rv.gate != nil {
+			r.digest, r.err = rv.gate(ctx, key, run)
+		} else {
+			r.digest, r.err = run(ctx)
+		}
 		rv.mu.Lock()
 		tf := rv.m[key]
 		next := tf.next
