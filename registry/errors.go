@@ -93,9 +93,15 @@ func unknownCode(k kind) string {
 	return codeNameUnknown
 }
 
-// writeError writes err as OCI error JSON.
-func writeError(w http.ResponseWriter, k kind, err error) apiError {
+// writeError writes err as OCI error JSON, with its status. Once the
+// response's headers were sent it writes nothing (an error body would be
+// read as the rest of a blob or manifest) and reports false: the caller
+// must cut the connection.
+func writeError(w *recorder, k kind, err error) (apiError, bool) {
 	e := toAPIError(k, err)
+	if w.wroteHeader {
+		return e, false
+	}
 	h := w.Header()
 	for _, name := range []string{"Content-Length", "Content-Range", "Docker-Content-Digest", "Etag", "Last-Modified"} {
 		h.Del(name)
@@ -105,5 +111,5 @@ func writeError(w http.ResponseWriter, k kind, err error) apiError {
 	_ = json.NewEncoder(w).Encode(map[string]any{
 		"errors": []map[string]string{{"code": e.code, "message": e.message}},
 	})
-	return e
+	return e, true
 }

@@ -25,18 +25,26 @@ import (
 // CacheHeader tells a client where an answer came from: hit, miss or stale.
 const CacheHeader = "X-Lifeboat-Cache"
 
+// DefaultWriteStall is Options.WriteStall's default.
+const DefaultWriteStall = 30 * time.Second
+
 // Options configure the handler.
 type Options struct {
 	// Logger receives one access line per request. Nil: discard.
 	Logger *slog.Logger
 	// Registerer receives the request metrics. Nil: not registered.
 	Registerer prometheus.Registerer
+	// WriteStall is how long one write of a response may make no progress
+	// (a client that stops reading) before the response is abandoned and
+	// the connection closed. Zero: DefaultWriteStall.
+	WriteStall time.Duration
 }
 
 type handler struct {
 	p       *proxy.Proxy
 	log     *slog.Logger
 	metrics *metrics
+	stall   time.Duration
 }
 
 // New returns the registry API handler over p.
@@ -44,7 +52,10 @@ func New(p *proxy.Proxy, opts Options) http.Handler {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &handler{p: p, log: opts.Logger, metrics: newMetrics(opts.Registerer)}
+	if opts.WriteStall <= 0 {
+		opts.WriteStall = DefaultWriteStall
+	}
+	return &handler{p: p, log: opts.Logger, metrics: newMetrics(opts.Registerer), stall: opts.WriteStall}
 }
 
 // outcome is what a request did, for the access log and metrics.
@@ -53,20 +64,32 @@ type outcome struct {
 	registry string
 	source   proxy.Source
 	err      *apiError
+	// abort: the response failed after its headers were sent, so the only
+	// honest signal left is to cut the connection.
+	abort bool
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rec := &recorder{ResponseWriter: w, status: http.StatusOK}
+	rec := newRecorder(w, h.stall)
 	rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 	o := h.serve(rec, r)
-
-	result := string(o.source)
-	if o.err != nil || rec.status >= 400 {
-		result = "error"
+	h.record(r, rec, o, time.Since(start))
+	if o.abort {
+		// Logged and counted: now cut the connection. The server closes it
+		// without a stack trace; a client counting on Content-Length sees
+		// an unexpected EOF, never an error body read as content.
+		panic(http.ErrAbortHandler)
 	}
-	h.metrics.requests.WithLabelValues(string(o.kind), r.Method, result).Inc()
-	h.metrics.duration.WithLabelValues(string(o.kind), result).Observe(time.Since(start).Seconds())
+	// A deadline for the server's flush of the end of the body, too.
+	rec.extend()
+}
+
+// record writes the access line and the request metrics.
+func (h *handler) record(r *http.Request, rec *recorder, o outcome, took time.Duration) {
+	result := resultLabel(o, rec)
+	h.metrics.requests.WithLabelValues(string(o.kind), methodLabel(r.Method), result).Inc()
+	h.metrics.duration.WithLabelValues(string(o.kind), result).Observe(took.Seconds())
 	switch o.source {
 	case proxy.Hit, proxy.Stale:
 		h.metrics.served.WithLabelValues("cache").Add(float64(rec.bytes))
@@ -74,19 +97,40 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.metrics.served.WithLabelValues("upstream").Add(float64(rec.bytes))
 	}
 	attrs := []any{
-		"method", r.Method, "path", r.URL.Path, "status", rec.status, "bytes", rec.bytes,
-		"duration", time.Since(start), "kind", o.kind, "registry", o.registry,
+		"method", clip(r.Method, maxLoggedInput), "path", clip(r.URL.Path, maxLoggedInput),
+		"status", rec.status, "bytes", rec.bytes, "duration", took, "kind", o.kind, "registry", o.registry,
 	}
 	if o.source != "" {
 		attrs = append(attrs, "cache", o.source)
 	}
 	if o.err != nil {
-		attrs = append(attrs, "error_code", o.err.code, "error", o.err.message)
+		attrs = append(attrs, "error_code", o.err.code, "error", clip(o.err.message, maxLoggedError))
+	}
+	if rec.err != nil {
+		attrs = append(attrs, "client_error", clip(rec.err.Error(), maxLoggedError))
+	}
+	if o.abort {
+		attrs = append(attrs, "aborted", true)
 	}
 	h.log.Info("request", attrs...)
 }
 
-func (h *handler) serve(w http.ResponseWriter, r *http.Request) outcome {
+// The access line echoes client input (the method, the path, and error
+// messages quoting a name or reference) clipped to these many bytes: a
+// request line may be a megabyte long, a log line should not be.
+const (
+	maxLoggedInput = 256
+	maxLoggedError = 512
+)
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…(" + strconv.Itoa(len(s)) + " bytes)"
+}
+
+func (h *handler) serve(w *recorder, r *http.Request) outcome {
 	rt, err := parsePath(r.URL.Path)
 	o := outcome{kind: rt.kind}
 	if err == nil && r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -114,12 +158,21 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) outcome {
 			o.source, err = h.tags(w, r, o.registry, rt)
 		}
 	}
+	if o.kind == "" {
+		o.kind = kindUnsupport
+	}
 	if err != nil {
-		if o.kind == "" {
-			o.kind = kindUnsupport
+		e, written := writeError(w, rt.kind, err)
+		o.abort = !written
+		if w.err == nil {
+			// (When the client stopped taking the body, the source's
+			// error is that: its reader's context ended with the
+			// connection. The access line says client_error instead.)
+			o.err = &e
 		}
-		e := writeError(w, rt.kind, err)
-		o.err = &e
+	}
+	if w.err != nil {
+		o.abort = true
 	}
 	return o
 }
@@ -134,7 +187,7 @@ func (h *handler) manifest(w http.ResponseWriter, r *http.Request, registry stri
 	hdr.Set("Docker-Content-Digest", m.Digest.String())
 	hdr.Set("Etag", `"`+m.Digest.String()+`"`)
 	hdr.Set(CacheHeader, string(m.Source))
-	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(m.Body))
+	serveContent(w, r, wantedRanges(w, r), int64(len(m.Body)), time.Time{}, bytes.NewReader(m.Body))
 	return m.Source, nil
 }
 
@@ -157,7 +210,8 @@ func (h *handler) blob(w http.ResponseWriter, r *http.Request, registry string, 
 		w.WriteHeader(http.StatusOK)
 		return src, nil
 	}
-	b, err := h.p.Blob(r.Context(), registry, rt.name, d, r.Header.Get("Range") == "")
+	specs := wantedRanges(w, r)
+	b, err := h.p.Blob(r.Context(), registry, rt.name, d, specs == nil)
 	if err != nil {
 		return "", err
 	}
@@ -165,14 +219,15 @@ func (h *handler) blob(w http.ResponseWriter, r *http.Request, registry string, 
 	hdr.Set(CacheHeader, string(b.Source))
 	// ServeContent answers Range and If-None-Match, and sends a cached file
 	// with sendfile. A download in progress that fails is cut short of its
-	// Content-Length, so the client sees the failure; so does the log.
+	// Content-Length: the error returned here makes ServeHTTP cut the
+	// connection, so the client sees the failure; so does the log.
 	if f, ok := b.Content.(*os.File); ok {
 		// A cached file, passed as itself so the copy can use sendfile.
-		http.ServeContent(w, r, "", b.ModTime, f)
+		serveContent(w, r, specs, b.Size, b.ModTime, f)
 		return b.Source, nil
 	}
 	content := &readErr{ReadSeeker: b.Content}
-	http.ServeContent(w, r, "", b.ModTime, content)
+	serveContent(w, r, specs, b.Size, b.ModTime, content)
 	if content.err != nil {
 		return b.Source, fmt.Errorf("stream cut short: %w", content.err)
 	}
@@ -237,44 +292,6 @@ func (h *handler) tags(w http.ResponseWriter, r *http.Request, registry string, 
 	if err != nil {
 		return "", err
 	}
-	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+	serveContent(w, r, wantedRanges(w, r), int64(len(body)), time.Time{}, bytes.NewReader(body))
 	return src, nil
 }
-
-// recorder notes status and bytes for the access log. It passes ReadFrom
-// through so that sendfile still works for cached blobs.
-type recorder struct {
-	http.ResponseWriter
-	status      int
-	bytes       int64
-	wroteHeader bool
-}
-
-func (r *recorder) WriteHeader(code int) {
-	if !r.wroteHeader {
-		r.status, r.wroteHeader = code, true
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *recorder) Write(p []byte) (int, error) {
-	r.wroteHeader = true
-	n, err := r.ResponseWriter.Write(p)
-	r.bytes += int64(n)
-	return n, err
-}
-
-func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
-	r.wroteHeader = true
-	var n int64
-	var err error
-	if rf, ok := r.ResponseWriter.(io.ReaderFrom); ok {
-		n, err = rf.ReadFrom(src)
-	} else {
-		n, err = io.Copy(struct{ io.Writer }{r.ResponseWriter}, src)
-	}
-	r.bytes += n
-	return n, err
-}
-
-func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

@@ -31,7 +31,19 @@ type stack struct {
 
 // newStack runs lifeboat (store, proxy, handler) in front of a real upstream
 // mirrored as "upstream.test", the default registry.
-func newStack(t *testing.T) *stack {
+func newStack(t testing.TB) *stack {
+	t.Helper()
+	return newStackWith(t, stackOptions{})
+}
+
+// stackOptions adjust newStack: the handler's Options (its Registerer is
+// the stack's) and the upstream's blob stall limit (zero: upstream's default).
+type stackOptions struct {
+	registry  Options
+	bodyStall time.Duration
+}
+
+func newStackWith(t testing.TB, so stackOptions) *stack {
 	t.Helper()
 	up := upstreamtest.Start(t)
 	store, err := cache.Open(t.TempDir(), cache.Options{})
@@ -40,7 +52,7 @@ func newStack(t *testing.T) *stack {
 	reg := prometheus.NewPedanticRegistry()
 	var ups []proxy.Upstream
 	for _, cfg := range []upstream.Config{
-		{Name: "upstream.test", URL: up.URL, Timeouts: upstream.Timeouts{Revalidate: 500 * time.Millisecond, Request: 5 * time.Second}},
+		{Name: "upstream.test", URL: up.URL, Timeouts: upstream.Timeouts{Revalidate: 500 * time.Millisecond, Request: 5 * time.Second, BodyStall: so.bodyStall}},
 		{Name: "other.test", URL: "http://127.0.0.1:1"},
 	} {
 		c, err := upstream.New(cfg, upstream.Options{})
@@ -50,7 +62,8 @@ func newStack(t *testing.T) *stack {
 	p, err := proxy.New(store, proxy.Options{Upstreams: ups, DefaultRegistry: "upstream.test", Registerer: reg})
 	require.NoError(t, err)
 	t.Cleanup(p.Close)
-	srv := httptest.NewServer(New(p, Options{Registerer: reg}))
+	so.registry.Registerer = reg
+	srv := httptest.NewServer(New(p, so.registry))
 	t.Cleanup(srv.Close)
 	return &stack{up: up, srv: srv, reg: reg}
 }
@@ -62,6 +75,24 @@ func (s *stack) ref(t *testing.T, repoRef string) name.Reference {
 	return ref
 }
 
+// pushImage pushes a random image of one layer of size bytes as app:v1
+// and returns it, its layer's blob path and the layer's bytes.
+func (s *stack) pushImage(t testing.TB, size int64) (img v1.Image, blobPath string, blob []byte) {
+	t.Helper()
+	img = upstreamtest.RandomImage(t, size, 1)
+	s.up.Push(t, "app:v1", img)
+	layers, err := img.Layers()
+	require.NoError(t, err)
+	ld, err := layers[0].Digest()
+	require.NoError(t, err)
+	rc, err := layers[0].Compressed()
+	require.NoError(t, err)
+	defer rc.Close()
+	blob, err = io.ReadAll(rc)
+	require.NoError(t, err)
+	return img, "/v2/app/blobs/" + ld.String(), blob
+}
+
 type ociError struct {
 	Errors []struct {
 		Code    string `json:"code"`
@@ -69,7 +100,7 @@ type ociError struct {
 	} `json:"errors"`
 }
 
-func do(t *testing.T, method, url string, header http.Header) (*http.Response, []byte) {
+func do(t testing.TB, method, url string, header http.Header) (*http.Response, []byte) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), method, url, nil)
 	require.NoError(t, err)
@@ -240,14 +271,9 @@ func TestManifestAndBlobHeaders(t *testing.T) {
 func TestRangeOfAnUncachedBlob(t *testing.T) {
 	t.Parallel()
 	s := newStack(t)
-	img := upstreamtest.RandomImage(t, 1<<20, 1)
-	s.up.Push(t, "app:v1", img)
-	layers, _ := img.Layers()
-	ld, _ := layers[0].Digest()
-	blob, _ := layers[0].Compressed()
-	want, _ := io.ReadAll(blob)
+	_, path, want := s.pushImage(t, 1<<20)
 
-	resp, body := do(t, "GET", s.srv.URL+"/v2/app/blobs/"+ld.String(), http.Header{"Range": {"bytes=1000-1999"}})
+	resp, body := do(t, "GET", s.srv.URL+path, http.Header{"Range": {"bytes=1000-1999"}})
 	require.Equal(t, http.StatusPartialContent, resp.StatusCode)
 	assert.Equal(t, want[1000:2000], body)
 	assert.Equal(t, "miss", resp.Header.Get(CacheHeader))

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -63,4 +65,51 @@ func BenchmarkParsePath(b *testing.B) {
 	for b.Loop() {
 		_, _ = parsePath("/v2/library/alpine/blobs/sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
 	}
+}
+
+// FuzzParsePath: the route parser never panics, and what it accepts names
+// a repository of the distribution grammar and a well-formed reference.
+func FuzzParsePath(f *testing.F) {
+	const dgst = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+	for _, p := range []string{
+		"/v2/", "/v2/library/alpine/manifests/3.20", "/v2/a/b/blobs/" + dgst, "/v2/a/tags/list",
+		"/v2/a/blobs/uploads/x", "/v2/a/referrers/" + dgst, "/v2/_catalog", "/v2/../etc/manifests/latest",
+	} {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		rt, err := parsePath(p)
+		if err != nil {
+			require.Equal(t, route{}, rt)
+			return
+		}
+		switch rt.kind {
+		case kindBase:
+			require.Equal(t, route{kind: kindBase}, rt)
+			return
+		case kindUnsupport:
+			if rt.name == "" {
+				require.Equal(t, "/v2/_catalog", p)
+				return
+			}
+		case kindManifest, kindBlob, kindTags, kindReferrers:
+		default:
+			t.Fatalf("unknown kind %q", rt.kind)
+		}
+		require.LessOrEqual(t, len(rt.name), reference.RepositoryNameTotalLengthMax)
+		require.True(t, repositoryPath.MatchString(rt.name), "%q", rt.name)
+		named, err := reference.WithName(rt.name)
+		require.NoError(t, err, "the distribution grammar accepts the name")
+		require.NotContains(t, strings.Split(rt.name, "/"), "..")
+		switch rt.kind {
+		case kindBlob:
+			_, err := digest.Parse(rt.ref)
+			require.NoError(t, err)
+		case kindManifest:
+			if _, derr := digest.Parse(rt.ref); derr != nil {
+				_, err := reference.WithTag(named, rt.ref)
+				require.NoError(t, err, "a manifest reference is a digest or a tag")
+			}
+		}
+	})
 }
