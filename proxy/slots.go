@@ -210,10 +210,7 @@ func (p *Proxy) awaitSlot(ctx context.Context, f *fill) error {
 // and returns its release; or an unavailable error wrapping ErrBusy, which
 // the caller counts once per answer it spoils. Every such request takes one: shared manifest
 // fetches (flights.go), tag revalidations (gateRevalidation) and blob
-// HEADs (BlobHead). Tag lists (tags.go) should too:
-//
-//	leave, err := p.requestSlot(uctx, m, "tags/list")
-//	if err != nil { ... } ; defer leave()
+// HEADs (BlobHead) and tag lists (Tags).
 func (p *Proxy) requestSlot(ctx context.Context, m *mirror, what string) (leave func(), err error) {
 	select {
 	case m.requests <- struct{}{}:

@@ -29,7 +29,12 @@ func (p *Proxy) Tags(ctx context.Context, registry, repo string) ([]string, Sour
 	}
 	uctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
-	tags, err := m.Client.ListTags(uctx, repo)
+	var tags []string
+	leave, err := p.requestSlot(uctx, m, "tags/list")
+	if err == nil {
+		tags, err = m.Client.ListTags(uctx, repo)
+		leave()
+	}
 	if err != nil {
 		p.upstreamFailed(m.name, repo, "tags/list", err)
 		var ue *upstream.Error

@@ -41,9 +41,12 @@ type serveConfig struct {
 	LogLevel        string
 	LogFormat       string
 	upstreamSettings
-	MaxBlobSize        int64
-	MaxConcurrentFills int
-	Upstreams          []upstreamConfig
+	MaxBlobSize           int64
+	DiskReserve           int64
+	MaxConcurrentFills    int
+	MaxConcurrentRequests int
+	WriteStall            time.Duration
+	Upstreams             []upstreamConfig
 
 	MaxSize          int64
 	MinFreeDisk      diskFloor

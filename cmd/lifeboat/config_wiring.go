@@ -32,11 +32,20 @@ func (c serveConfig) proxyUpstreams() []mirrorConfig {
 			},
 			Upstream: proxy.Upstream{
 				TagTTL: u.TagTTL, MaxStaleness: u.MaxStaleness, ServeStaleOnNotFound: u.ServeStaleOnNotFound,
-				MaxConcurrentFills: c.MaxConcurrentFills,
+				MaxConcurrentFills: c.MaxConcurrentFills, MaxConcurrentRequests: c.MaxConcurrentRequests,
 			},
 		})
 	}
 	return out
+}
+
+// proxyLimit is a size for proxy.Options, where zero means the built-in
+// default and a negative value none: in the config, 0 means none.
+func proxyLimit(n int64) int64 {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 func (t timeoutsConfig) upstream() upstream.Timeouts {

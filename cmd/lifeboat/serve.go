@@ -111,7 +111,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if moved := store.RebuiltFrom(); moved != "" {
 		svc.maintenance.IndexRebuilt(moved)
 	}
-	api := registry.New(svc.proxy, registry.Options{Logger: log, Registerer: reg})
+	api := registry.New(svc.proxy, registry.Options{Logger: log, Registerer: reg, WriteStall: cfg.WriteStall})
 
 	// The admin API changes the cache: its own listener, loopback by
 	// default, so that exposing metrics to Prometheus does not expose it.

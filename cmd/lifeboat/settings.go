@@ -82,10 +82,16 @@ func settingsTable() []setting {
 			set: field(time.ParseDuration, func(c *serveConfig) *time.Duration { return &c.MaxStaleness })},
 		{key: "serveStaleOnNotFound", def: "false", perUpstream: perUpstreamValue, help: "serve a cached tag stale when upstream says 404",
 			set: field(parseBool, func(c *serveConfig) *bool { return &c.ServeStaleOnNotFound })},
-		{key: "maxBlobSize", def: "0", help: "larger blobs are refused: bytes, or a size like 5GiB (0: no limit)",
+		{flag: "max-blob-size", key: "maxBlobSize", def: "20GiB", help: "larger blobs are refused, announced or not: bytes, or a `size` like 5GiB (0: no limit)",
 			set: field(parseSize, func(c *serveConfig) *int64 { return &c.MaxBlobSize })},
-		{key: "maxConcurrentFills", def: "0", help: "blob downloads per upstream at once; more wait for a slot (0: the built-in default)",
-			set: field(strconv.Atoi, func(c *serveConfig) *int { return &c.MaxConcurrentFills })},
+		{key: "diskReserve", def: "1GiB", help: "a download is refused unless the data directory's filesystem keeps this much free after it (0: no check)",
+			set: field(parseSize, func(c *serveConfig) *int64 { return &c.DiskReserve })},
+		{key: "maxConcurrentFills", def: "16", help: "blob downloads per upstream at once; a miss waits for a slot at most the request timeout, then gets 503",
+			set: field(positiveInt, func(c *serveConfig) *int { return &c.MaxConcurrentFills })},
+		{key: "maxConcurrentRequests", def: "32", help: "manifest, tag and blob HEAD requests per upstream at once; past it a request waits at most its budget, then gets 503 (or a stale tag)",
+			set: field(positiveInt, func(c *serveConfig) *int { return &c.MaxConcurrentRequests })},
+		{flag: "write-stall", key: "writeStall", def: "30s", help: "a client that accepts no bytes of an answer for this long is disconnected",
+			set: field(positiveDuration, func(c *serveConfig) *time.Duration { return &c.WriteStall })},
 		timeout("dial", "TCP connect", func(t *timeoutsConfig) *time.Duration { return &t.Dial }),
 		timeout("tlsHandshake", "TLS handshake", func(t *timeoutsConfig) *time.Duration { return &t.TLSHandshake }),
 		timeout("responseHeader", "wait for response headers", func(t *timeoutsConfig) *time.Duration { return &t.ResponseHeader }),
@@ -136,6 +142,22 @@ func field[T any](parse func(string) (T, error), ptr func(*serveConfig) *T) func
 }
 
 func parseText(s string) (string, error) { return s, nil }
+
+func positiveInt(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err == nil && n <= 0 {
+		err = fmt.Errorf("%d: must be at least 1", n)
+	}
+	return n, err
+}
+
+func positiveDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err == nil && d <= 0 {
+		err = fmt.Errorf("%s: must be positive", d)
+	}
+	return d, err
+}
 
 // parseBool takes what flag and YAML 1.1 take: true, false, 1, 0, yes, no, on, off.
 func parseBool(s string) (bool, error) {

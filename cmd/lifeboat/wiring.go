@@ -42,7 +42,8 @@ func (c serveConfig) newServices(store *cache.Store, log *slog.Logger, reg prome
 		clients = append(clients, client)
 	}
 	p, err := proxy.New(store, proxy.Options{
-		Upstreams: ups, DefaultRegistry: c.DefaultRegistry, MaxBlobSize: c.MaxBlobSize, Logger: log, Registerer: reg,
+		Upstreams: ups, DefaultRegistry: c.DefaultRegistry, Logger: log, Registerer: reg,
+		MaxBlobSize: proxyLimit(c.MaxBlobSize), DiskReserve: proxyLimit(c.DiskReserve),
 	})
 	if err != nil {
 		return nil, err
