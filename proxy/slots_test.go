@@ -49,11 +49,15 @@ func newTunedEnv(t *testing.T, up *upstreamtest.Upstream, url string, timeouts u
 func pushBlobs(t *testing.T, up *upstreamtest.Upstream, repo string, n, size int) []digest.Digest {
 	t.Helper()
 	out := make([]digest.Digest, n)
+	// A client of its own: other tests close the default transport's
+	// connections (go-containerregistry does on some paths).
+	client := &http.Client{Transport: &http.Transport{}}
+	defer client.CloseIdleConnections()
 	for i := range out {
 		b := make([]byte, size)
 		_, _ = rand.Read(b)
 		out[i] = digest.FromBytes(b)
-		resp, err := http.Post(fmt.Sprintf("%s/v2/%s/blobs/uploads/?digest=%s", up.URL, repo, out[i]), "application/octet-stream", bytes.NewReader(b))
+		resp, err := client.Post(fmt.Sprintf("%s/v2/%s/blobs/uploads/?digest=%s", up.URL, repo, out[i]), "application/octet-stream", bytes.NewReader(b))
 		require.NoError(t, err)
 		resp.Body.Close()
 		require.Equal(t, http.StatusCreated, resp.StatusCode)
