@@ -25,7 +25,10 @@ var allowed = map[string][]string{
 		"github.com/google/go-containerregistry/pkg/v1/remote/transport",
 		"github.com/prometheus/client_golang/prometheus", "golang.org/x/sync/singleflight",
 	},
-	"proxy": {mod + "cache", mod + "upstream", "github.com/opencontainers/go-digest", "github.com/prometheus/client_golang/prometheus"},
+	"proxy": {
+		mod + "cache", mod + "upstream", "github.com/opencontainers/go-digest", "github.com/prometheus/client_golang/prometheus",
+		"golang.org/x/sync/singleflight",
+	},
 	"maintenance": {
 		mod + "cache", mod + "proxy", mod + "upstream", "github.com/distribution/reference",
 		"github.com/opencontainers/go-digest", "github.com/prometheus/client_golang/prometheus",

@@ -35,7 +35,7 @@ func (p *Proxy) Manifest(ctx context.Context, registry, repo, ref string) (*Mani
 }
 
 func (p *Proxy) manifestByDigest(ctx context.Context, m *mirror, repo string, d digest.Digest) (*Manifest, error) {
-	cached, err := p.store.GetManifest(d)
+	cached, err := p.manifest(d)
 	if err == nil {
 		return &Manifest{Digest: d, MediaType: cached.MediaType, Body: cached.Body, Source: Hit}, nil
 	}
@@ -108,7 +108,7 @@ func (p *Proxy) manifestByTag(ctx context.Context, m *mirror, repo, tag string) 
 	if err != nil {
 		return nil, err
 	}
-	cm, err := p.store.GetManifest(cached.Digest)
+	cm, err := p.manifest(cached.Digest)
 	if err != nil {
 		// The tag points at a manifest the store no longer has.
 		return p.fetchTag(ctx, m, key, timeouts.Request)
@@ -142,7 +142,7 @@ func (p *Proxy) manifestByTag(ctx context.Context, m *mirror, repo, tag string) 
 		if d != cached.Digest {
 			// The tag moved. If the store already holds its new target
 			// (a tag moved back, or pulled by digest before), no GET.
-			if moved, err := p.store.GetManifest(d); err == nil {
+			if moved, err := p.manifest(d); err == nil {
 				answer = &Manifest{Digest: d, MediaType: moved.MediaType, Body: moved.Body, Source: Hit}
 				if err := p.store.PutTag(key, cache.Tag{Digest: d, MediaType: moved.MediaType, Confirmed: now}); err != nil {
 					return nil, err

@@ -84,6 +84,9 @@ type Options struct {
 	// containerd pulls from the registry itself). Zero: 1 GiB
 	// (DefaultDiskReserve); negative: no check.
 	DiskReserve int64
+	// ManifestMemory is the budget for verified manifest bodies kept in
+	// memory. Zero: DefaultManifestMemory; negative: none kept.
+	ManifestMemory int64
 	// FillTimeout bounds a whole blob download. Zero: 1h.
 	FillTimeout time.Duration
 	// Logger receives one line per upstream failure and per stale answer.
@@ -125,6 +128,7 @@ type Proxy struct {
 	fills         fills
 	sizes         sizeHints
 	manifests     flights[*Manifest]
+	bodies        *bodies
 	blobHeads     flights[int64]
 	revalidations revalidations
 
@@ -166,7 +170,8 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 		store: store, mirrors: make(map[string]*mirror), defaultName: opts.DefaultRegistry,
 		maxBlob: opts.MaxBlobSize, disk: diskBudget{store: store, reserve: opts.DiskReserve}, fillTimeout: opts.FillTimeout,
 		log: opts.Logger, metrics: newMetrics(opts.Registerer), now: opts.Now,
-		fills: fills{m: make(map[string]*fill)},
+		fills:  fills{m: make(map[string]*fill)},
+		bodies: newBodies(cmp.Or(opts.ManifestMemory, DefaultManifestMemory)),
 	}
 	p.revalidations.launch = p.background
 	p.revalidations.gate = p.gateRevalidation
