@@ -165,7 +165,7 @@ func settingExamples(t *testing.T) map[string]settingExample {
 		"maxStaleness":              {value: "1h", get: dur(func(c serveConfig) time.Duration { return c.MaxStaleness }), want: time.Hour},
 		"serveStaleOnNotFound":      {value: "true", get: func(c serveConfig) any { return c.ServeStaleOnNotFound }, want: true},
 		"max-blob-size":             {value: "1MiB", get: func(c serveConfig) any { return c.MaxBlobSize }, want: int64(1 << 20)},
-		"diskReserve":               {value: "2MiB", get: func(c serveConfig) any { return c.DiskReserve }, want: int64(2 << 20)},
+		"disk-reserve":              {value: "2MiB", get: func(c serveConfig) any { return c.DiskReserve }, want: int64(2 << 20)},
 		"maxConcurrentFills":        {value: "4", get: func(c serveConfig) any { return c.MaxConcurrentFills }, want: 4},
 		"maxConcurrentRequests":     {value: "5", get: func(c serveConfig) any { return c.MaxConcurrentRequests }, want: 5},
 		"write-stall":               {value: "7s", get: dur(func(c serveConfig) time.Duration { return c.WriteStall }), want: 7 * time.Second},

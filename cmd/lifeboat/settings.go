@@ -84,7 +84,7 @@ func settingsTable() []setting {
 			set: field(parseBool, func(c *serveConfig) *bool { return &c.ServeStaleOnNotFound })},
 		{flag: "max-blob-size", key: "maxBlobSize", def: "20GiB", help: "larger blobs are refused, announced or not: bytes, or a `size` like 5GiB (0: no limit)",
 			set: field(parseSize, func(c *serveConfig) *int64 { return &c.MaxBlobSize })},
-		{key: "diskReserve", def: "1GiB", help: "a download is refused unless the data directory's filesystem keeps this much free after it (0: no check)",
+		{flag: "disk-reserve", key: "diskReserve", def: "1GiB", help: "a download is refused unless the data directory's filesystem keeps this `size` free after it (0: no check)",
 			set: field(parseSize, func(c *serveConfig) *int64 { return &c.DiskReserve })},
 		{key: "maxConcurrentFills", def: "16", help: "blob downloads per upstream at once; a miss waits for a slot at most the request timeout, then gets 503",
 			set: field(positiveInt, func(c *serveConfig) *int { return &c.MaxConcurrentFills })},
