@@ -79,6 +79,12 @@ func run(args []string) error {
 	return nil
 }
 
+// defaultCmd is the image's command, the Dockerfile's CMD: every listener
+// on loopback (the image runs in the host network, where that is the
+// node's), so nothing is published and no port is exposed.
+var defaultCmd = []string{"serve", "--listen", "127.0.0.1:5000", "--metrics-listen", "127.0.0.1:5090", "--admin-listen", "127.0.0.1:5091",
+	"--data-dir", "/var/lib/lifeboat", "--log-format", "json"}
+
 // build makes the image: one layer with /lifeboat and the CA bundle, config
 // as the Dockerfile's.
 func build(binary, caBundle, version, arch string) (v1.Image, error) {
@@ -145,8 +151,7 @@ func build(binary, caBundle, version, arch string) (v1.Image, error) {
 	cf.OS, cf.Architecture, cf.Created = "linux", arch, v1.Time{Time: epoch}
 	cf.Config.User = "65532:65532"
 	cf.Config.Entrypoint = []string{"/lifeboat"}
-	cf.Config.Cmd = []string{"serve", "--listen", "0.0.0.0:5000", "--metrics-listen", "0.0.0.0:9090", "--data-dir", "/var/lib/lifeboat", "--log-format", "json"}
-	cf.Config.ExposedPorts = map[string]struct{}{"5000/tcp": {}, "9090/tcp": {}}
+	cf.Config.Cmd = defaultCmd
 	cf.Config.Labels = map[string]string{
 		"org.opencontainers.image.title":       "lifeboat",
 		"org.opencontainers.image.description": "Node-local pull-through cache for container images",
