@@ -28,10 +28,10 @@ type artifact interface {
 // buildAll builds an image per binary, and an OCI image index of them
 // when there is more than one; the index lists each image with its
 // platform, so a runtime pulls the one for its node.
-func buildAll(bins []platformBinary, caBundle, version string) (artifact, error) {
+func buildAll(bins []platformBinary, caBundle string, labels map[string]string) (artifact, error) {
 	var adds []mutate.IndexAddendum
 	for _, b := range bins {
-		img, err := build(b.path, caBundle, version, b.arch)
+		img, err := build(b.path, caBundle, labels, b.arch)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", b.path, err)
 		}
@@ -53,7 +53,7 @@ var defaultCmd = []string{"serve", "--listen", "127.0.0.1:5000", "--metrics-list
 
 // build makes the image: one layer with /lifeboat and the CA bundle, config
 // as the Dockerfile's.
-func build(binary, caBundle, version, arch string) (v1.Image, error) {
+func build(binary, caBundle string, labels map[string]string, arch string) (v1.Image, error) {
 	bin, err := os.ReadFile(binary)
 	if err != nil {
 		return nil, err
@@ -121,14 +121,51 @@ func build(binary, caBundle, version, arch string) (v1.Image, error) {
 	cf.Config.User = "65532:65532"
 	cf.Config.Entrypoint = []string{"/lifeboat"}
 	cf.Config.Cmd = defaultCmd
-	cf.Config.Labels = map[string]string{
+	cf.Config.Labels = labels
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		return nil, err
+	}
+	return plainImage{img}, nil
+}
+
+// plainImage is an image whose descriptor (in an index, in index.json)
+// has no artifactType. go-containerregistry fills that in from the config's
+// media type, which the OCI spec means for artifacts; tools that predate
+// the field (skopeo 1.9) then rewrite the index when they copy it, and its
+// digest, the one the chart pins, changes.
+type plainImage struct{ v1.Image }
+
+func (p plainImage) Descriptor() (*v1.Descriptor, error) {
+	mt, err := p.MediaType()
+	if err != nil {
+		return nil, err
+	}
+	size, err := p.Size()
+	if err != nil {
+		return nil, err
+	}
+	d, err := p.Digest()
+	if err != nil {
+		return nil, err
+	}
+	return &v1.Descriptor{MediaType: mt, Size: size, Digest: d}, nil
+}
+
+// labels are the image's labels, the Dockerfile's, and the source commit
+// when it is known.
+func labels(version, revision string) map[string]string {
+	l := map[string]string{
 		"org.opencontainers.image.title":       "lifeboat",
 		"org.opencontainers.image.description": "Node-local pull-through cache for container images",
 		"org.opencontainers.image.source":      "https://github.com/lifeboat-dev/lifeboat",
 		"org.opencontainers.image.version":     version,
 		"org.opencontainers.image.licenses":    "Apache-2.0",
 	}
-	return mutate.ConfigFile(img, cf)
+	if revision != "" {
+		l["org.opencontainers.image.revision"] = revision
+	}
+	return l
 }
 
 // elfMachines are the architectures checkBinary knows.

@@ -39,6 +39,7 @@ func run(args []string, stdout io.Writer) error {
 	var bins binaryFlag
 	fs.Var(&bins, "binary", "static linux lifeboat `[ARCH=]PATH` to put in the image (default bin/lifeboat); once per architecture for a multi-arch index")
 	version := fs.String("version", "dev", "version label")
+	revision := fs.String("revision", "", "source commit, for the org.opencontainers.image.revision label")
 	tag := fs.String("tag", "ghcr.io/lifeboat-dev/lifeboat:dev", "image reference recorded in the tarball and the OCI layout")
 	out := fs.String("tarball", "", "write the image as a Docker tarball here (one image only)")
 	ociArchive := fs.String("oci-archive", "", "write the image or index as an OCI image layout tarball here")
@@ -59,7 +60,7 @@ func run(args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--tag: %w", err)
 	}
-	img, err := buildAll(platforms, *caBundle, *version)
+	img, err := buildAll(platforms, *caBundle, labels(*version, *revision))
 	if err != nil {
 		return err
 	}

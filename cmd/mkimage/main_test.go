@@ -101,6 +101,7 @@ func TestMultiArchOCIArchive(t *testing.T) {
 	platforms := map[string]v1.Hash{}
 	for _, m := range im.Manifests {
 		require.NotNil(t, m.Platform)
+		assert.Empty(t, m.ArtifactType, "an image, not an artifact: older tools rewrite an index that says otherwise")
 		platforms[m.Platform.String()] = m.Digest
 	}
 	require.Len(t, platforms, 2)
