@@ -20,6 +20,10 @@ LABEL org.opencontainers.image.title="lifeboat" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /out/lifeboat /lifeboat
 USER 65532:65532
-EXPOSE 5000 9090
+# Every listener on loopback, as `lifeboat serve` defaults to: the image is
+# meant for the host network (the chart's DaemonSet, `docker run
+# --network host`), where that is the node's loopback and containerd on the
+# node reaches it. No EXPOSE: nothing here listens on a published address.
+# To publish a port, override the command with --listen 0.0.0.0:5000.
 ENTRYPOINT ["/lifeboat"]
-CMD ["serve", "--listen", "0.0.0.0:5000", "--metrics-listen", "0.0.0.0:9090", "--data-dir", "/var/lib/lifeboat", "--log-format", "json"]
+CMD ["serve", "--listen", "127.0.0.1:5000", "--metrics-listen", "127.0.0.1:5090", "--admin-listen", "127.0.0.1:5091", "--data-dir", "/var/lib/lifeboat", "--log-format", "json"]

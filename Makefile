@@ -3,9 +3,18 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN     := bin/lifeboat
-# The Go modules: the binary's (.), and the integration and chart tests', kept
-# apart so their heavy test-only dependencies stay out of the binary's go.mod.
-MODULES := . integration charts
+# The Go modules: the binary's (.), the integration and chart tests', and the
+# release tooling's, kept apart so their dependencies stay out of the
+# binary's go.mod.
+MODULES := . integration charts release
+# make release: where the artifacts go, the image's name, helm.
+DIST       ?= dist
+IMAGE_REPO ?= ghcr.io/lifeboat-dev/lifeboat
+HELM       ?= $(or $(shell command -v helm 2>/dev/null),$(shell $(GO) env GOPATH)/bin/helm)
+RELEASE_ARCHES := amd64 arm64
+# The commit a release is built from, -dirty with uncommitted changes: an
+# image label and in the SBOM.
+REVISION   ?= $(shell r=$$(git rev-parse HEAD 2>/dev/null) && { git diff --quiet HEAD -- || r=$$r-dirty; } && echo $$r)
 
 # Every target uses each module's own go.mod; go.work (all three modules) is
 # for editors and ad-hoc commands. So the binary is built as the Dockerfile
@@ -13,7 +22,7 @@ MODULES := . integration charts
 # workspace requires its module fails here rather than in the image build.
 export GOWORK := off
 
-.PHONY: help build run test test-short lint bench fuzz loadtest image-tarball clean
+.PHONY: help build run test test-short lint bench fuzz loadtest image-tarball release clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -56,5 +65,16 @@ image-tarball: ## build the container image without Docker: bin/lifeboat-image.t
 	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/lifeboat-linux ./cmd/lifeboat
 	$(GO) run ./cmd/mkimage --binary bin/lifeboat-linux --arch $$($(GO) env GOARCH) --version $(VERSION) --tag $(or $(IMAGE),ghcr.io/lifeboat-dev/lifeboat:$(VERSION)) --tarball bin/lifeboat-image.tar $(if $(PUSH),--push $(PUSH))
 
+release: ## VERSION=x.y.z: static binaries, the multi-arch image, the chart pinned to it by digest, an SBOM and SHA256SUMS in DIST (dist/)
+	@echo '$(VERSION)' | grep -Eqx '[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?' || { echo 'usage: make release VERSION=x.y.z (got "$(VERSION)")'; exit 2; }
+	@mkdir -p $(DIST) && test -z "$$(ls -A $(DIST))" || { echo '$(DIST) is not empty: remove it (make clean) first'; exit 2; }
+	@for a in $(RELEASE_ARCHES); do \
+		echo "== lifeboat linux/$$a"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$a $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(DIST)/lifeboat-$(VERSION)-linux-$$a ./cmd/lifeboat || exit 1; \
+	done
+	$(GO) run ./cmd/mkimage $(foreach a,$(RELEASE_ARCHES),--binary $(a)=$(DIST)/lifeboat-$(VERSION)-linux-$(a)) \
+		--version $(VERSION) --revision '$(REVISION)' --tag $(IMAGE_REPO):$(VERSION) --oci-archive $(DIST)/lifeboat-$(VERSION)-image.oci.tar
+	cd release && $(GO) run . --version $(VERSION) --revision '$(REVISION)' --dist $(abspath $(DIST)) --chart $(CURDIR)/charts/lifeboat --helm $(HELM)
+
 clean: ## remove build output
-	rm -rf bin
+	rm -rf bin dist

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -385,7 +386,7 @@ func TestDefaults(t *testing.T) {
 	for _, p := range c.Ports {
 		ports[p.Name] = p.ContainerPort
 	}
-	assert.Equal(t, map[string]int32{"registry": 5000, "metrics": 9090}, ports)
+	assert.Equal(t, map[string]int32{"registry": 5000, "metrics": 5090}, ports)
 
 	sc := c.SecurityContext
 	require.NotNil(t, sc)
@@ -462,8 +463,10 @@ func TestDefaults(t *testing.T) {
 	// The config file.
 	cfg, _ := m.lifeboatConfig(t, name)
 	assert.Equal(t, "127.0.0.1:5000", cfg.Listen, "the registry API on loopback only")
-	assert.Equal(t, "0.0.0.0:9090", cfg.MetricsListen, "Prometheus scrapes the node IP")
-	assert.Equal(t, "127.0.0.1:9091", cfg.AdminListen, "the admin API stays on the node")
+	assert.Equal(t, "0.0.0.0:5090", cfg.MetricsListen, "Prometheus scrapes the node IP")
+	assert.Equal(t, "127.0.0.1:5091", cfg.AdminListen, "the admin API stays on the node, where the admin commands look by default")
+	assert.Equal(t, "20GiB", cfg.MaxSize, "a real cap")
+	assert.Equal(t, "25%", cfg.MinFreeDisk, "above kubelet's thresholds: TestDiskDefaultsClearKubelet")
 	assert.Equal(t, "/var/lib/lifeboat", cfg.DataDir)
 	assert.Empty(t, deref(t, cfg.DockerConfig), "anonymous: no ~/.docker/config.json lookup either")
 	assert.Equal(t, "json", cfg.LogFormat)
@@ -482,6 +485,34 @@ func TestDefaults(t *testing.T) {
 	var sa serviceAccount
 	m.get(t, "ServiceAccount", name, &sa)
 	assert.False(t, deref(t, sa.AutomountServiceAccountToken))
+}
+
+// TestDiskDefaultsClearKubelet: on a filesystem lifeboat shares with
+// kubelet (the default hostPath), the free-disk floor keeps the cache from
+// pushing the disk to kubelet's image garbage collection or its disk
+// eviction thresholds (their defaults), with a margin for the minute
+// between eviction passes; and the cache has a cap. The chart README
+// ("Disk") explains the numbers.
+func TestDiskDefaultsClearKubelet(t *testing.T) {
+	t.Parallel()
+	const (
+		imageGCLowThresholdPercent  = 80 // image GC frees down to this much used
+		imageGCHighThresholdPercent = 85 // and starts at this much used
+		imagefsAvailablePercent     = 15 // evictionHard imagefs.available
+		nodefsAvailablePercent      = 10 // evictionHard nodefs.available
+		margin                      = 5  // percentage points
+	)
+	cfg, _ := render(t).lifeboatConfig(t, release+"-lifeboat")
+	pct, ok := strings.CutSuffix(cfg.MinFreeDisk, "%")
+	require.True(t, ok, "minFreeDisk %q: a percentage, so it scales with the node's disk as kubelet's thresholds do", cfg.MinFreeDisk)
+	floor, err := strconv.ParseFloat(pct, 64)
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, floor, float64(100-imageGCLowThresholdPercent+margin), "above the free space image GC restores")
+	for _, threshold := range []int{100 - imageGCHighThresholdPercent, imagefsAvailablePercent, nodefsAvailablePercent} {
+		assert.Greater(t, floor, float64(threshold+margin))
+	}
+	assert.NotEqual(t, "0", cfg.MaxSize, "a cap by default")
+	assert.Regexp(t, `^[0-9]+GiB$`, cfg.MaxSize)
 }
 
 // TestCleanupHook checks the post-delete hook that removes lifeboat's
@@ -715,6 +746,7 @@ func TestFullValues(t *testing.T) {
 	// Ports, addresses, probes.
 	assert.Equal(t, "127.0.0.1:5055", cfg.Listen)
 	assert.Equal(t, "10.0.0.1:9191", cfg.MetricsListen)
+	assert.Equal(t, "127.0.0.1:5092", cfg.AdminListen)
 	assert.Equal(t, "10.0.0.1", c.LivenessProbe.HTTPGet.Host, "kubelet must probe where metrics listen")
 	assert.Equal(t, "10.0.0.1", c.ReadinessProbe.HTTPGet.Host)
 	assert.Equal(t, int32(20), c.LivenessProbe.PeriodSeconds)
@@ -727,8 +759,8 @@ func TestFullValues(t *testing.T) {
 	assert.Equal(t, "720h", cfg.MaxStaleness)
 	assert.Equal(t, int64(10737418240), cfg.MaxBlobSize, "large sizes stay integers")
 	assert.Equal(t, 8, cfg.MaxConcurrentFills)
-	assert.Equal(t, "40GiB", cfg.MaxSize)
-	assert.Equal(t, "15%", cfg.MinFreeDisk)
+	assert.Equal(t, "0", cfg.MaxSize)
+	assert.Equal(t, "5%", cfg.MinFreeDisk)
 	assert.Equal(t, "30m", cfg.PrefetchInterval)
 	assert.Equal(t, []lbPrefetch{{Ref: "ghcr.io/example/pause:3.10"}, {Ref: "docker.io/library/nginx:1.27", Platforms: []string{"linux/amd64", "linux/arm64"}}}, cfg.Prefetch)
 	assert.Equal(t, &lbTimeouts{Dial: "2s", TLSHandshake: "4s", ResponseHeader: "8s", Revalidate: "1s", Request: "8s", BodyStall: "45s"}, cfg.Timeouts)
@@ -751,7 +783,9 @@ func TestFullValues(t *testing.T) {
 	fix := findContainer(t, pod.InitContainers, "fix-permissions")
 	assert.Equal(t, "registry.example.com/mirror/busybox:1.37.0", fix.Image)
 	assert.Contains(t, strings.Join(fix.Command, " "), "chown -R 10001:10001 /var/lib/lifeboat")
-	assert.Equal(t, "/mnt/fast/lifeboat", findVolume(t, pod.Volumes, "data").HostPath.Path)
+	data := findVolume(t, pod.Volumes, "data")
+	assert.Equal(t, "/mnt/fast/lifeboat", data.HostPath.Path)
+	assert.Equal(t, "Directory", string(deref(t, data.HostPath.Type)), "a dedicated disk that did not mount is not created on the root filesystem")
 	assert.Equal(t, "/var/lib/lifeboat", mounts(c)["data"])
 
 	// Scheduling.
@@ -891,6 +925,11 @@ func TestValuesRejected(t *testing.T) {
 		{[]string{"registries[0].url=registry-1.docker.io"}, "url"},
 		{[]string{"containerd.hostsDir=etc/containerd/certs.d"}, "hostsDir"},
 		{[]string{"dataDir.hostPath=lifeboat"}, "hostPath"},
+		{[]string{"dataDir.hostPathType=File"}, "hostPathType"},
+		{[]string{"adminPort=0"}, "adminPort"},
+		{[]string{"metrics.port=5000"}, "metrics.port and registryPort are both 5000"},
+		{[]string{"adminPort=5090"}, "adminPort and metrics.port are both 5090"},
+		{[]string{"registryPort=7000", "adminPort=7000"}, "adminPort and registryPort are both 7000"},
 		{[]string{"image.digest=latest"}, "digest"},
 		{[]string{"tolerance=1"}, "tolerance"},
 		{[]string{"config.defaultRegistry=example.com"}, `config.defaultRegistry "example.com" is not among`},
@@ -921,7 +960,7 @@ func TestMetricsServiceWithoutServiceMonitor(t *testing.T) {
 	c := findContainer(t, ds.Spec.Template.Spec.Containers, "lifeboat")
 	assert.Equal(t, "127.0.0.1", c.LivenessProbe.HTTPGet.Host, "loopback metrics: kubelet probes loopback")
 	cfg, _ := m.lifeboatConfig(t, release+"-lifeboat")
-	assert.Equal(t, "127.0.0.1:9090", cfg.MetricsListen)
+	assert.Equal(t, "127.0.0.1:5090", cfg.MetricsListen)
 }
 
 // TestMetricNamesExist checks every lifeboat_* series the alerts and the
@@ -1029,7 +1068,7 @@ func TestNotes(t *testing.T) {
 			"crictl pull docker.io/library/alpine:3.20",
 			"X-Lifeboat-Cache",
 			"http://127.0.0.1:5000/v2/library/alpine/manifests/3.20?ns=docker.io",
-			"curl -s http://127.0.0.1:9090/metrics",
+			"curl -s http://127.0.0.1:5090/metrics",
 			"rollout status daemonset/rel-lifeboat",
 			"/etc/containerd/certs.d/docker.io/hosts.toml",
 			"post-delete hook removes",

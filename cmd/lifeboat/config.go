@@ -225,11 +225,13 @@ func (c *serveConfig) resolveUpstreams(rows []setting) error {
 
 func (c serveConfig) validate() error {
 	var errs []error
-	for _, a := range []struct{ name, addr string }{{"listen", c.Listen}, {"metrics-listen", c.MetricsListen}, {"admin-listen", c.AdminListen}} {
+	listeners := []listenAddr{{"listen", c.Listen}, {"metrics-listen", c.MetricsListen}, {"admin-listen", c.AdminListen}}
+	for _, a := range listeners {
 		if _, _, err := net.SplitHostPort(a.addr); err != nil {
-			errs = append(errs, fmt.Errorf("--%s %q: %w", a.name, a.addr, err))
+			errs = append(errs, fmt.Errorf("--%s %q: %w", a.flag, a.addr, err))
 		}
 	}
+	errs = append(errs, sharedListenAddrs(listeners)...)
 	if c.DataDir == "" {
 		errs = append(errs, errEmptyDataDir)
 	}
@@ -273,6 +275,36 @@ func (c serveConfig) validate() error {
 }
 
 var errEmptyDataDir = errors.New("--data-dir must not be empty")
+
+// listenAddr is one of serve's listeners: its flag and its address.
+type listenAddr struct{ flag, addr string }
+
+// sharedListenAddrs refuses two listeners on one address, so a port set
+// twice by mistake is named at start rather than left to whichever bind
+// fails. A wildcard host ("", 0.0.0.0, ::) takes its port on every address,
+// so it shares with any host; port 0 (a free port of the kernel's choice)
+// never does.
+func sharedListenAddrs(ls []listenAddr) []error {
+	var errs []error
+	for i, a := range ls {
+		hostA, portA, err := net.SplitHostPort(a.addr)
+		if err != nil || portA == "0" {
+			continue
+		}
+		for _, b := range ls[i+1:] {
+			hostB, portB, err := net.SplitHostPort(b.addr)
+			if err != nil || portB != portA {
+				continue
+			}
+			if hostA == hostB || wildcardHost(hostA) || wildcardHost(hostB) {
+				errs = append(errs, fmt.Errorf("--%s %q and --%s %q share an address: give each listener its own port", a.flag, a.addr, b.flag, b.addr))
+			}
+		}
+	}
+	return errs
+}
+
+func wildcardHost(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
 
 func parseLevel(s string) (slog.Level, error) {
 	var l slog.Level

@@ -53,7 +53,7 @@ upstreams:
 	assert.Equal(t, "127.0.0.1:6000", cfg.Listen, "file beats default")
 	assert.Equal(t, "/from/env", cfg.DataDir, "env beats file")
 	assert.Equal(t, "error", cfg.LogLevel, "flag beats env")
-	assert.Equal(t, "127.0.0.1:9090", cfg.MetricsListen, "default when nothing sets it")
+	assert.Equal(t, "127.0.0.1:5090", cfg.MetricsListen, "default when nothing sets it")
 
 	ups := cfg.proxyUpstreams()
 	require.Len(t, ups, 2)
@@ -111,6 +111,39 @@ func TestConfigErrors(t *testing.T) {
 	} {
 		_, err := loadServeConfig(args, &bytes.Buffer{})
 		assert.Error(t, err, name)
+	}
+}
+
+// TestListenersNeedTheirOwnAddress: two of serve's listeners on one
+// address are refused at start, naming both.
+func TestListenersNeedTheirOwnAddress(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		clashes []string // the flags named in the error; none: accepted
+	}{
+		{"defaults", nil, nil},
+		{"every port left to the kernel", []string{"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}, nil},
+		{"one port, two hosts", []string{"--metrics-listen", "10.0.0.1:7000", "--admin-listen", "127.0.0.1:7000"}, nil},
+		{"metrics on the registry's address", []string{"--metrics-listen", "127.0.0.1:5000"}, []string{"--listen", "--metrics-listen"}},
+		{"wildcard takes the port everywhere", []string{"--metrics-listen", "0.0.0.0:5000"}, []string{"--listen", "--metrics-listen"}},
+		{"IPv6 wildcard", []string{"--metrics-listen", "[::]:7000", "--admin-listen", "127.0.0.1:7000"}, []string{"--metrics-listen", "--admin-listen"}},
+		{"empty host", []string{"--listen", ":7000", "--admin-listen", "127.0.0.1:7000"}, []string{"--listen", "--admin-listen"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := loadServeConfig(tc.args, &bytes.Buffer{})
+			if tc.clashes == nil {
+				assert.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "share an address")
+			for _, f := range tc.clashes {
+				assert.Contains(t, err.Error(), f+" ")
+			}
+		})
 	}
 }
 

@@ -48,7 +48,7 @@ const (
 
 // defaultAdminListen is serve's --admin-listen default, which is also
 // where the admin commands look for a running lifeboat.
-const defaultAdminListen = "127.0.0.1:9091"
+const defaultAdminListen = "127.0.0.1:5091"
 
 // settingsTable is every setting of serve and the admin commands.
 func settingsTable() []setting {
@@ -57,7 +57,7 @@ func settingsTable() []setting {
 			set: field(parseText, func(c *serveConfig) *string { return &c.ConfigFile })},
 		{flag: "listen", key: "listen", def: "127.0.0.1:5000", help: "`address` of the registry API (containerd's mirror endpoint)",
 			set: field(parseText, func(c *serveConfig) *string { return &c.Listen })},
-		{flag: "metrics-listen", key: "metricsListen", def: "127.0.0.1:9090", help: "`address` of /metrics, /healthz and /readyz",
+		{flag: "metrics-listen", key: "metricsListen", def: "127.0.0.1:5090", help: "`address` of /metrics, /healthz and /readyz",
 			set: field(parseText, func(c *serveConfig) *string { return &c.MetricsListen })},
 		{flag: "admin-listen", key: "adminListen", def: defaultAdminListen, help: "`address` of the admin API used by ls, gc, verify and prefetch; keep it on loopback",
 			set: field(parseText, func(c *serveConfig) *string { return &c.AdminListen })},

@@ -1,158 +1,149 @@
 // Command mkimage builds lifeboat's container image without a Docker
 // engine: a static lifeboat binary on an empty base, non-root, with the same
-// entrypoint, command and labels as the Dockerfile. It writes a tarball
-// (`docker load` / `ctr import` / `crane push` can take it) and can push the
-// image to a registry.
+// entrypoint, command and labels as the Dockerfile. Given one binary it
+// builds one image; given one per architecture, an OCI image index of them
+// (a multi-arch image). It writes an OCI image layout tarball (skopeo's
+// oci-archive:, `ctr import`), a Docker tarball of a single image
+// (`docker load`, `crane push`), and can push to a registry. It prints the
+// digest of what it built: the image's, or the index's.
 //
 //	go run ./cmd/mkimage --binary bin/lifeboat --version v1.2.3 --tarball bin/lifeboat-image.tar
+//	go run ./cmd/mkimage --binary amd64=dist/lifeboat-linux-amd64 --binary arm64=dist/lifeboat-linux-arm64 \
+//	    --version 1.2.3 --tag ghcr.io/lifeboat-dev/lifeboat:1.2.3 --oci-archive dist/lifeboat-image.oci.tar
 package main
 
 import (
-	"archive/tar"
-	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"runtime"
 	"strings"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "mkimage:", err)
 		os.Exit(1)
 	}
 }
 
-func run(args []string) error {
+func run(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("mkimage", flag.ContinueOnError)
-	binary := fs.String("binary", "bin/lifeboat", "static linux lifeboat binary to put in the image")
+	var bins binaryFlag
+	fs.Var(&bins, "binary", "static linux lifeboat `[ARCH=]PATH` to put in the image (default bin/lifeboat); once per architecture for a multi-arch index")
 	version := fs.String("version", "dev", "version label")
-	tag := fs.String("tag", "ghcr.io/lifeboat-dev/lifeboat:dev", "image reference recorded in the tarball")
-	out := fs.String("tarball", "", "write the image as a tarball here")
-	push := fs.String("push", "", "push the image to this reference (plain http for localhost registries)")
-	arch := fs.String("arch", runtime.GOARCH, "the binary's architecture")
+	revision := fs.String("revision", "", "source commit, for the org.opencontainers.image.revision label")
+	tag := fs.String("tag", "ghcr.io/lifeboat-dev/lifeboat:dev", "image reference recorded in the tarball and the OCI layout")
+	out := fs.String("tarball", "", "write the image as a Docker tarball here (one image only)")
+	ociArchive := fs.String("oci-archive", "", "write the image or index as an OCI image layout tarball here")
+	push := fs.String("push", "", "push the image or index to this reference (plain http for localhost registries)")
+	arch := fs.String("arch", runtime.GOARCH, "the architecture of a --binary given without ARCH=")
 	caBundle := fs.String("ca-bundle", "/etc/ssl/certs/ca-certificates.crt", "PEM bundle of CA certificates put at /etc/ssl/certs/ca-certificates.crt, so lifeboat can verify https upstreams")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *out == "" && *push == "" {
-		return fmt.Errorf("nothing to do: give --tarball, --push or both")
+	if *out == "" && *ociArchive == "" && *push == "" {
+		return errors.New("nothing to do: give --tarball, --oci-archive, --push or a mix")
 	}
-	img, err := build(*binary, *caBundle, *version, *arch)
+	platforms, err := bins.resolve(*arch)
+	if err != nil {
+		return err
+	}
+	ref, err := name.ParseReference(*tag)
+	if err != nil {
+		return fmt.Errorf("--tag: %w", err)
+	}
+	img, err := buildAll(platforms, *caBundle, labels(*version, *revision))
 	if err != nil {
 		return err
 	}
 	if *out != "" {
-		ref, err := name.ParseReference(*tag)
-		if err != nil {
-			return fmt.Errorf("--tag: %w", err)
+		single, ok := img.(v1.Image)
+		if !ok {
+			return errors.New("--tarball holds one image: give one --binary, or use --oci-archive for several")
 		}
-		if err := tarball.WriteToFile(*out, ref, img); err != nil {
+		if err := tarball.WriteToFile(*out, ref, single); err != nil {
 			return err
 		}
 	}
-	if *push != "" {
-		ref, err := name.ParseReference(*push, name.Insecure)
-		if err != nil {
-			return fmt.Errorf("--push: %w", err)
+	if *ociArchive != "" {
+		if err := writeOCIArchive(*ociArchive, ref, img); err != nil {
+			return fmt.Errorf("--oci-archive: %w", err)
 		}
-		if err := remote.Write(ref, img); err != nil {
-			return err
+	}
+	if *push != "" {
+		if err := pushTo(*push, img); err != nil {
+			return fmt.Errorf("--push: %w", err)
 		}
 	}
 	d, err := img.Digest()
 	if err != nil {
 		return err
 	}
-	fmt.Println(d)
+	fmt.Fprintln(stdout, d)
 	return nil
 }
 
-// build makes the image: one layer with /lifeboat and the CA bundle, config
-// as the Dockerfile's.
-func build(binary, caBundle, version, arch string) (v1.Image, error) {
-	bin, err := os.ReadFile(binary)
+func pushTo(to string, img artifact) error {
+	ref, err := name.ParseReference(to, name.Insecure)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	cas, err := os.ReadFile(caBundle)
-	if err != nil {
-		return nil, fmt.Errorf("--ca-bundle: %w (without it lifeboat cannot verify https upstreams)", err)
+	if idx, ok := img.(v1.ImageIndex); ok {
+		return remote.WriteIndex(ref, idx)
 	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	epoch := time.Unix(0, 0)
-	for _, e := range []struct {
-		name string
-		mode int64
-		body []byte
-		dir  bool
-	}{
-		{name: "etc/", mode: 0o755, dir: true},
-		{name: "etc/ssl/", mode: 0o755, dir: true},
-		{name: "etc/ssl/certs/", mode: 0o755, dir: true},
-		{name: "etc/ssl/certs/ca-certificates.crt", mode: 0o644, body: cas},
-		{name: "var/", mode: 0o755, dir: true},
-		{name: "var/lib/", mode: 0o755, dir: true},
-		{name: "var/lib/lifeboat/", mode: 0o755, dir: true},
-		{name: "lifeboat", mode: 0o755, body: bin},
-	} {
-		h := &tar.Header{Name: e.name, Mode: e.mode, Size: int64(len(e.body)), ModTime: epoch, Typeflag: tar.TypeReg}
-		if e.dir {
-			h.Typeflag = tar.TypeDir
+	return remote.Write(ref, img.(v1.Image))
+}
+
+// binaryFlag is the repeated --binary: [ARCH=]PATH.
+type binaryFlag []platformBinary
+
+type platformBinary struct{ arch, path string }
+
+func (b *binaryFlag) String() string {
+	var parts []string
+	for _, p := range *b {
+		parts = append(parts, p.arch+"="+p.path)
+	}
+	return strings.Join(parts, ",")
+}
+
+func (b *binaryFlag) Set(s string) error {
+	arch, path, ok := strings.Cut(s, "=")
+	if !ok {
+		arch, path = "", s
+	}
+	if path == "" {
+		return errors.New("empty path")
+	}
+	*b = append(*b, platformBinary{arch: arch, path: path})
+	return nil
+}
+
+// resolve gives a binary without ARCH= the default architecture, and
+// refuses two binaries for one architecture.
+func (b binaryFlag) resolve(defaultArch string) ([]platformBinary, error) {
+	if len(b) == 0 {
+		b = binaryFlag{{path: "bin/lifeboat"}}
+	}
+	seen := map[string]bool{}
+	out := make([]platformBinary, 0, len(b))
+	for _, p := range b {
+		if p.arch == "" {
+			p.arch = defaultArch
 		}
-		if strings.HasPrefix(e.name, "var/lib/lifeboat") {
-			h.Uid, h.Gid = 65532, 65532 // the data dir belongs to the image's user
+		if seen[p.arch] {
+			return nil, fmt.Errorf("--binary: two binaries for %s", p.arch)
 		}
-		if err := tw.WriteHeader(h); err != nil {
-			return nil, err
-		}
-		if _, err := tw.Write(e.body); err != nil {
-			return nil, err
-		}
+		seen[p.arch] = true
+		out = append(out, p)
 	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(buf.Bytes())), nil
-	}, tarball.WithMediaType(types.OCILayer))
-	if err != nil {
-		return nil, err
-	}
-	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	img, err = mutate.AppendLayers(img, layer)
-	if err != nil {
-		return nil, err
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture, cf.Created = "linux", arch, v1.Time{Time: epoch}
-	cf.Config.User = "65532:65532"
-	cf.Config.Entrypoint = []string{"/lifeboat"}
-	cf.Config.Cmd = []string{"serve", "--listen", "0.0.0.0:5000", "--metrics-listen", "0.0.0.0:9090", "--data-dir", "/var/lib/lifeboat", "--log-format", "json"}
-	cf.Config.ExposedPorts = map[string]struct{}{"5000/tcp": {}, "9090/tcp": {}}
-	cf.Config.Labels = map[string]string{
-		"org.opencontainers.image.title":       "lifeboat",
-		"org.opencontainers.image.description": "Node-local pull-through cache for container images",
-		"org.opencontainers.image.source":      "https://github.com/lifeboat-dev/lifeboat",
-		"org.opencontainers.image.version":     version,
-		"org.opencontainers.image.licenses":    "Apache-2.0",
-	}
-	return mutate.ConfigFile(img, cf)
+	return out, nil
 }

@@ -91,6 +91,21 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- join "," $items }}
 {{- end }}
 
+{{/* lifeboat's three ports, checked: they share the node's port space
+     (hostNetwork), so two equal ones would have one listener fail to bind
+     (lifeboat refuses them too). JSON Schema cannot compare two values, so
+     the check is here, at render, before anything reaches the cluster. */}}
+{{- define "lifeboat.checkPorts" -}}
+{{- $seen := dict }}
+{{- range $key, $port := dict "registryPort" .Values.registryPort "metrics.port" .Values.metrics.port "adminPort" .Values.adminPort }}
+{{- $p := toString (int $port) }}
+{{- if hasKey $seen $p }}
+{{- fail (printf "%s and %s are both %s: lifeboat's listeners need a port each" (get $seen $p) $key $p) }}
+{{- end }}
+{{- $_ := set $seen $p $key }}
+{{- end }}
+{{- end }}
+
 {{/* host:port, with brackets for an IPv6 host. */}}
 {{- define "lifeboat.hostPort" -}}
 {{- $host := index . 0 }}{{- $port := index . 1 }}
