@@ -89,14 +89,14 @@ func parsePath(p string) (route, error) {
 	return r, nil
 }
 
-// validateName checks a repository path (no registry host) against the
-// distribution grammar: lower-case components separated by slashes, at most
-// 255 characters, no "..", no empty component.
 // repositoryPath is the distribution grammar for a repository path without a
 // registry host: lower-case alphanumeric components separated by '.', '_',
 // '__' or dashes, joined by '/'.
 var repositoryPath = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$`)
 
+// validateName checks a repository path (no registry host) against the
+// distribution grammar: lower-case components separated by slashes, at most
+// 255 characters, no "..", no empty component.
 func validateName(name string) (reference.Named, error) {
 	if len(name) > reference.RepositoryNameTotalLengthMax || !repositoryPath.MatchString(name) {
 		return nil, fmt.Errorf("%w %q", errNameInvalid, name)
