@@ -17,7 +17,8 @@
 //	├── taglists    <registry>/<repo>  → 0x01, fetched (unix ns, 8 bytes, big endian), {tags, truncated} JSON
 //	├── access      <digest>           → last access, unix nanoseconds (8 bytes, big endian)
 //	├── pins        <source> <ref>     → Pin {ref, digest, source, pinned}
-//	└── tombstones  <digest>           → empty: an evicted blob whose file may still be on disk
+//	├── tombstones  <digest>           → empty: an evicted blob whose file may still be on disk
+//	└── repos       <registry>/<repo>  → RepoAccess {private, checked}: upstream refused an anonymous client
 //
 // A blob becomes visible only after its bytes were hashed and matched the
 // digest, the file was fsynced and renamed into place, and its row was written

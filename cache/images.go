@@ -18,6 +18,9 @@ type Image struct {
 	LastAccess time.Time     `json:"lastAccess"`
 	Confirmed  time.Time     `json:"confirmed,omitzero"` // latest upstream confirmation of one of its tags
 	Pinned     []string      `json:"pinned,omitempty"`   // pin refs
+	// Private: upstream refused an anonymous client one of its tags'
+	// repositories (RepoAccess).
+	Private bool `json:"private,omitempty"`
 }
 
 // Stats are the store's totals. Bytes counts blob files and remembered tag
@@ -33,6 +36,10 @@ func (s *Store) Images() ([]Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	private, err := s.privateRepos()
+	if err != nil {
+		return nil, err
+	}
 	var out []Image
 	for _, root := range g.roots() {
 		members := g.closure(root)
@@ -42,6 +49,7 @@ func (s *Store) Images() ([]Image, error) {
 		}
 		for _, t := range g.tags[root] {
 			img.Tags = append(img.Tags, t)
+			img.Private = img.Private || private[tagRepo(t)]
 			if c := g.tagRows[t].Confirmed; c.After(img.Confirmed) {
 				img.Confirmed = c
 			}

@@ -35,8 +35,9 @@ var (
 	bucketAccess     = []byte("access")
 	bucketPins       = []byte("pins")
 	bucketTombstones = []byte("tombstones")
+	bucketRepos      = []byte("repos")
 
-	allBuckets = [][]byte{bucketBlobs, bucketManifests, bucketTags, bucketTagLists, bucketAccess, bucketPins, bucketTombstones}
+	allBuckets = [][]byte{bucketBlobs, bucketManifests, bucketTags, bucketTagLists, bucketAccess, bucketPins, bucketTombstones, bucketRepos}
 )
 
 // Options tune a Store. The zero value is usable.

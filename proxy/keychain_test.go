@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/lifeboat-dev/lifeboat/cache"
+	"github.com/lifeboat-dev/lifeboat/credentials"
 	"github.com/lifeboat-dev/lifeboat/internal/upstreamtest"
 	"github.com/lifeboat-dev/lifeboat/upstream"
 	"github.com/stretchr/testify/assert"
@@ -19,6 +20,10 @@ func writeDockerConfig(t *testing.T, body string) string {
 	path := filepath.Join(t.TempDir(), "config.json")
 	require.NoError(t, os.WriteFile(path, []byte(body), 0o600))
 	return path
+}
+
+func dockerConfigKeychain(path string) (authn.Keychain, error) {
+	return credentials.New(credentials.Options{DockerConfig: path})
 }
 
 func newProxyWithKeychain(t *testing.T, up *upstreamtest.Upstream, k authn.Keychain) *Proxy {
@@ -47,11 +52,11 @@ func TestCredentialsFromDockerConfig(t *testing.T) {
 	up.Push(t, "app:v1", img)
 	up.RequireToken("alice", "s3cret")
 
-	k, err := upstream.DockerConfigKeychain(writeDockerConfig(t, `{"auths":{"`+testRegistry+`":{"username":"alice","password":"s3cret"}}}`))
+	k, err := dockerConfigKeychain(writeDockerConfig(t, `{"auths":{"`+testRegistry+`":{"username":"alice","password":"s3cret"}}}`))
 	require.NoError(t, err)
 	assert.Equal(t, Miss, pullAll(t, newProxyWithKeychain(t, up, k), img, "v1"))
 
-	k, err = upstream.DockerConfigKeychain(writeDockerConfig(t, `{"auths":{"`+testRegistry+`":{"username":"alice","password":"wrong"}}}`))
+	k, err = dockerConfigKeychain(writeDockerConfig(t, `{"auths":{"`+testRegistry+`":{"username":"alice","password":"wrong"}}}`))
 	require.NoError(t, err)
 	_, err = newProxyWithKeychain(t, up, k).Manifest(t.Context(), testRegistry, "app", "v1")
 	var ue *upstream.Error

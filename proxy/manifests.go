@@ -21,13 +21,41 @@ type Manifest struct {
 	Source    Source
 }
 
-// Manifest resolves ref (a tag or a digest) in repo of registry.
+// Manifest resolves ref (a tag or a digest) in repo of registry for a
+// client: the upstream's PrivateContent policy applies (private.go).
 func (p *Proxy) Manifest(ctx context.Context, registry, repo, ref string) (*Manifest, error) {
 	m, err := p.mirror(registry)
 	if err != nil {
 		return nil, err
 	}
 	repo = m.Client.RepoPath(repo)
+	if ans, err, done := p.verifyPrivate(ctx, m, repo, ref); done {
+		return ans, err
+	}
+	ans, err := p.resolve(ctx, m, repo, ref)
+	if err == nil {
+		p.noteAccess(m, repo, ref)
+	}
+	return ans, err
+}
+
+// CacheManifest resolves ref for lifeboat's own cache (prefetch): as
+// Manifest, without a client's policy.
+func (p *Proxy) CacheManifest(ctx context.Context, registry, repo, ref string) (*Manifest, error) {
+	m, err := p.mirror(registry)
+	if err != nil {
+		return nil, err
+	}
+	repo = m.Client.RepoPath(repo)
+	ans, err := p.resolve(ctx, m, repo, ref)
+	if err == nil {
+		p.noteAccess(m, repo, ref)
+	}
+	return ans, err
+}
+
+// resolve answers ref by digest or by tag.
+func (p *Proxy) resolve(ctx context.Context, m *mirror, repo, ref string) (*Manifest, error) {
 	if d, err := digest.Parse(ref); err == nil {
 		return p.manifestByDigest(ctx, m, repo, d)
 	}

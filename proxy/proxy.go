@@ -63,6 +63,12 @@ type Upstream struct {
 	// HEADs (tag lists: see requestSlot). More wait, within their own
 	// budget, then are answered unavailable (ErrBusy). Zero: 32.
 	MaxConcurrentRequests int
+	// PrivateContent decides who may have a private repository's content
+	// (private.go). Empty: PrivateShared.
+	PrivateContent PrivateContent
+	// PrivateDuringOutage decides it while upstream is unavailable, under
+	// PrivateVerify. Empty: OutageServe.
+	PrivateDuringOutage PrivateOutage
 }
 
 // Options configure a Proxy.
@@ -131,6 +137,7 @@ type Proxy struct {
 	bodies        *bodies
 	blobHeads     flights[int64]
 	revalidations revalidations
+	private       *private
 
 	// bg is the parent of every download, manifest fetch and tag
 	// revalidation, which belong to no client; Close cancels it and waits.
@@ -170,7 +177,7 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 		store: store, mirrors: make(map[string]*mirror), defaultName: opts.DefaultRegistry,
 		maxBlob: opts.MaxBlobSize, disk: diskBudget{store: store, reserve: opts.DiskReserve}, fillTimeout: opts.FillTimeout,
 		log: opts.Logger, metrics: newMetrics(opts.Registerer), now: opts.Now,
-		fills:  fills{m: make(map[string]*fill)},
+		fills: fills{m: make(map[string]*fill)}, private: newPrivate(opts.Registerer),
 		bodies: newBodies(cmp.Or(opts.ManifestMemory, DefaultManifestMemory)),
 	}
 	p.revalidations.launch = p.background

@@ -39,6 +39,9 @@ func (p *Proxy) Tags(ctx context.Context, registry, repo string) ([]string, Sour
 		p.upstreamFailed(m.name, repo, "tags/list", err)
 		var ue *upstream.Error
 		if cerr == nil && errors.As(err, &ue) && ue.Unavailable() && ctx.Err() == nil {
+			if err := p.privateTags(m, repo, true); err != nil {
+				return nil, "", err
+			}
 			if cached.Truncated {
 				p.log.Warn("not serving the remembered tag list stale: it is only the first part of upstream's list",
 					"registry", m.name, "repository", repo, "tags_kept", len(cached.Tags), "fetched", cached.Fetched)
@@ -52,6 +55,9 @@ func (p *Proxy) Tags(ctx context.Context, registry, repo string) ([]string, Sour
 	slices.Sort(tags)
 	tags = slices.Compact(tags)
 	if err := p.store.PutTagList(m.name, repo, cache.TagList{Tags: tags, Fetched: p.now()}); err != nil {
+		return nil, "", err
+	}
+	if err := p.privateTags(m, repo, false); err != nil {
 		return nil, "", err
 	}
 	return tags, Miss, nil

@@ -58,6 +58,12 @@ func toAPIError(k kind, err error) apiError {
 		return apiError{http.StatusForbidden, codeDenied, err.Error()}
 	case errors.Is(err, proxy.ErrDigestMismatch):
 		return apiError{http.StatusBadGateway, codeDigestInvalid, err.Error()}
+	case errors.Is(err, proxy.ErrPrivateVerify):
+		// No WWW-Authenticate: containerd then asks its next host, the
+		// registry itself, with the pod's credentials.
+		return apiError{http.StatusUnauthorized, codeUnauthorized, err.Error()}
+	case errors.Is(err, proxy.ErrPrivateOutage):
+		return apiError{http.StatusForbidden, codeDenied, err.Error()}
 	case errors.Is(err, proxy.ErrDiskFull):
 		return apiError{http.StatusServiceUnavailable, codeUnavailable, err.Error()}
 	case errors.Is(err, upstream.ErrTooLarge):

@@ -40,19 +40,33 @@ type transports struct {
 type cachedTransport struct {
 	rt      http.RoundTripper
 	expires time.Time
+	// gen is the keychain's generation the credentials came from: a
+	// transport of an older one is not reused.
+	gen uint64
+	// credentialed says lifeboat had credentials for the repository, so
+	// what it fetches with them may be private.
+	credentialed bool
 }
 
-func (t *transports) get(repo string, now time.Time) (http.RoundTripper, bool) {
+func (t *transports) get(repo string, now time.Time, gen uint64) (cachedTransport, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	ct, ok := t.m[repo]
-	if !ok || !now.Before(ct.expires) {
-		return nil, false
+	if !ok || !now.Before(ct.expires) || ct.gen != gen {
+		return cachedTransport{}, false
 	}
-	return ct.rt, true
+	return ct, true
 }
 
-func (t *transports) put(repo string, rt http.RoundTripper, now time.Time) {
+// forget drops repo's transport: upstream refused its credentials, which
+// may have changed since.
+func (t *transports) forget(repo string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.m, repo)
+}
+
+func (t *transports) put(repo string, ct cachedTransport, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.m) >= maxTransports && now.Sub(t.lastSweep) >= sweepEvery {
@@ -75,7 +89,8 @@ func (t *transports) put(repo string, rt http.RoundTripper, now time.Time) {
 		}
 		delete(t.m, oldest)
 	}
-	t.m[repo] = cachedTransport{rt: rt, expires: now.Add(transportTTL)}
+	ct.expires = now.Add(transportTTL)
+	t.m[repo] = ct
 }
 
 // transport returns an authenticated transport for pulls from repo. On
@@ -83,37 +98,54 @@ func (t *transports) put(repo string, rt http.RoundTripper, now time.Time) {
 // callers that ask meanwhile: the exchange runs on a context of its own
 // (bounded by the Request timeout), so a caller that leaves does not fail
 // the others, and each caller waits only as long as its own context allows.
-func (c *Client) transport(ctx context.Context, repo string) (http.RoundTripper, error) {
-	if rt, ok := c.auth.get(repo, c.now()); ok {
-		return rt, nil
+//
+// A keychain that cannot say (a credential plugin or helper that fails or
+// hangs, a docker config that no longer parses) is an auth-unavailable
+// failure: upstream cannot be asked, so cached content is served stale.
+func (c *Client) transport(ctx context.Context, repo string) (cachedTransport, error) {
+	gen := c.generation()
+	if ct, ok := c.auth.get(repo, c.now(), gen); ok {
+		return ct, nil
 	}
 	ch := c.auth.flights.DoChan(repo, func() (any, error) {
-		if rt, ok := c.auth.get(repo, c.now()); ok {
-			return rt, nil // another flight just finished
+		if ct, ok := c.auth.get(repo, c.now(), gen); ok {
+			return ct, nil // another flight just finished
 		}
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.Timeouts.Request)
 		defer cancel()
-		auth, err := authn.Resolve(actx, c.keychain, c.authRes)
+		auth, err := authn.Resolve(actx, c.keychain, c.authReg.Repo(repo))
 		if err != nil {
-			return nil, &Error{Registry: c.cfg.Name, Reason: ReasonOther, Err: fmt.Errorf("resolve credentials: %w", err)}
+			return nil, &Error{Registry: c.cfg.Name, Reason: ReasonAuthUnavailable, Err: fmt.Errorf("resolve credentials: %w", err)}
 		}
 		scope := c.reg.Repo(repo).Scope(transport.PullScope)
 		rt, err := transport.NewWithContext(actx, c.reg, auth, c.rt, []string{scope})
 		if err != nil {
 			return nil, c.classify(err)
 		}
-		c.auth.put(repo, rt, c.now())
-		return rt, nil
+		ct := cachedTransport{rt: rt, gen: gen, credentialed: auth != authn.Anonymous}
+		c.auth.put(repo, ct, c.now())
+		return ct, nil
 	})
 	c.auth.waiting.Add(1)
 	defer c.auth.waiting.Add(-1)
 	select {
 	case r := <-ch:
 		if r.Err != nil {
-			return nil, r.Err
+			return cachedTransport{}, r.Err
 		}
-		return r.Val.(http.RoundTripper), nil
+		return r.Val.(cachedTransport), nil
 	case <-ctx.Done():
-		return nil, &Error{Registry: c.cfg.Name, Reason: ReasonTimeout, Err: fmt.Errorf("waiting for the registry's ping and token exchange: %w", ctx.Err())}
+		return cachedTransport{}, &Error{Registry: c.cfg.Name, Reason: ReasonTimeout, Err: fmt.Errorf("waiting for the registry's ping and token exchange: %w", ctx.Err())}
 	}
+}
+
+// generational is a keychain whose credentials change (a docker config
+// re-read, a plugin's new answer): Generation moves when they may have.
+type generational interface{ Generation() uint64 }
+
+func (c *Client) generation() uint64 {
+	if g, ok := c.keychain.(generational); ok {
+		return g.Generation()
+	}
+	return 0
 }

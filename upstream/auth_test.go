@@ -87,12 +87,12 @@ func TestTransportsStayBounded(t *testing.T) {
 	for i := range 5000 {
 		repo := fmt.Sprintf("team/app-%d", i)
 		before := tr.lastSweep
-		tr.put(repo, http.DefaultTransport, now)
+		tr.put(repo, cachedTransport{rt: http.DefaultTransport}, now)
 		if !tr.lastSweep.Equal(before) {
 			sweeps++
 		}
 		require.LessOrEqual(t, len(tr.m), maxTransports, "after %d repositories", i+1)
-		_, ok := tr.get(repo, now)
+		_, ok := tr.get(repo, now, 0)
 		require.True(t, ok, "the newest transport is kept")
 		if i >= 2500 {
 			now = now.Add(time.Second) // the second half arrives over 2,500 s
@@ -101,7 +101,7 @@ func TestTransportsStayBounded(t *testing.T) {
 	elapsed := now.Sub(start)
 	assert.Positive(t, sweeps, "expired transports were swept")
 	assert.LessOrEqual(t, sweeps, int(elapsed/sweepEvery)+1, "at most one sweep a minute")
-	_, ok := tr.get("team/app-0", now)
+	_, ok := tr.get("team/app-0", now, 0)
 	assert.False(t, ok, "the oldest went")
 }
 

@@ -75,7 +75,7 @@ type Client struct {
 	base     *url.URL
 	reg      name.Registry // the endpoint, for ping and token scopes
 	keychain authn.Keychain
-	authRes  authn.Resource // the registry name, for credential lookup
+	authReg  name.Registry // the registry name, for credential lookup
 	rt       http.RoundTripper
 	breaker  *breaker
 	now      func() time.Time
@@ -103,9 +103,9 @@ func New(cfg Config, opts Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upstream %s: %w", cfg.Name, err)
 	}
-	var authRes authn.Resource = reg
+	authReg := reg
 	if r, err := name.NewRegistry(cfg.Name); err == nil {
-		authRes = r
+		authReg = r
 	}
 	tlsConfig, err := tlsConfig(cfg)
 	if err != nil {
@@ -143,7 +143,7 @@ func New(cfg Config, opts Options) (*Client, error) {
 	rt = userAgent{ua: opts.UserAgent, next: rt}
 	rt = schemeGuard{scheme: u.Scheme, host: u.Host, next: rt}
 	c := &Client{
-		cfg: cfg, base: u, reg: reg, keychain: opts.Keychain, authRes: authRes,
+		cfg: cfg, base: u, reg: reg, keychain: opts.Keychain, authReg: authReg,
 		rt:  newCredGuard(cfg.Name, u, reg.RegistryStr(), realms, opts.Logger, rt),
 		now: opts.Now,
 		auth: transports{
@@ -274,7 +274,7 @@ func (c *Client) record(ctx context.Context, err error, probe bool) {
 }
 
 func (c *Client) send(ctx context.Context, repo, method, target string, header http.Header) (*http.Response, error) {
-	rt, err := c.transport(ctx, repo)
+	ct, err := c.transport(ctx, repo)
 	if err != nil {
 		return nil, err
 	}
@@ -285,9 +285,12 @@ func (c *Client) send(ctx context.Context, repo, method, target string, header h
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	resp, err := (&http.Client{Transport: rt}).Do(req)
+	resp, err := (&http.Client{Transport: ct.rt}).Do(req)
 	if err != nil {
 		return nil, c.classify(err)
+	}
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		c.auth.forget(repo) // the next call resolves credentials again
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))

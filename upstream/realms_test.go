@@ -7,10 +7,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/lifeboat-dev/lifeboat/credentials"
 	"github.com/lifeboat-dev/lifeboat/internal/upstreamtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -119,7 +122,7 @@ func TestCredentialsStayOffForeignRealms(t *testing.T) {
 			up.RequireToken(tc.tokenUser, realmPassword)
 			up.SetTokenRealm(realm.URL)
 
-			keychain, err := DockerConfigKeychain(writeDockerConfig(t, tc.dockerConfig))
+			keychain, err := credentials.New(credentials.Options{DockerConfig: writeDockerConfig(t, tc.dockerConfig)})
 			require.NoError(t, err)
 			cfg := Config{Name: "upstream.test", URL: up.URL, InsecureSkipVerify: true}
 			switch tc.allow {
@@ -253,4 +256,11 @@ func TestTokenRealmsConfig(t *testing.T) {
 		_, err := New(Config{Name: "r.example", URL: "https://r.example", TokenRealms: []string{good}}, Options{})
 		assert.NoError(t, err, good)
 	}
+}
+
+func writeDockerConfig(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.json")
+	require.NoError(t, os.WriteFile(path, []byte(body), 0o600))
+	return path
 }

@@ -183,7 +183,7 @@ func ls(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return printJSON(stdout, imgs)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "IMAGE\tDIGEST\tSIZE\tBLOBS\tLAST ACCESS\tCONFIRMED\tPINNED")
+	fmt.Fprintln(tw, "IMAGE\tDIGEST\tSIZE\tBLOBS\tLAST ACCESS\tCONFIRMED\tPINNED\tPRIVATE")
 	for _, img := range imgs {
 		name := strings.Join(img.Tags, ",")
 		if name == "" {
@@ -197,8 +197,12 @@ func ls(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if len(img.Pinned) > 0 {
 			pinned = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", name, short(img.Digest), humanBytes(img.Size), img.Blobs,
-			img.LastAccess.UTC().Format(time.RFC3339), confirmed, pinned)
+		private := "-"
+		if img.Private {
+			private = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\n", name, short(img.Digest), humanBytes(img.Size), img.Blobs,
+			img.LastAccess.UTC().Format(time.RFC3339), confirmed, pinned, private)
 	}
 	return tw.Flush()
 }

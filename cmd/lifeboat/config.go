@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/distribution/reference"
+	"github.com/lifeboat-dev/lifeboat/proxy"
 )
 
 // defaultUpstreams are mirrored when neither flags, env nor file name any.
@@ -38,8 +39,13 @@ type serveConfig struct {
 	DataDir         string
 	DefaultRegistry string
 	DockerConfig    string
-	LogLevel        string
-	LogFormat       string
+	// ProviderConfig and ProviderBinDir are kubelet's credential provider
+	// plugins; CredentialTimeout bounds each plugin or helper run.
+	ProviderConfig    string
+	ProviderBinDir    string
+	CredentialTimeout time.Duration
+	LogLevel          string
+	LogFormat         string
 	upstreamSettings
 	MaxBlobSize           int64
 	DiskReserve           int64
@@ -64,6 +70,8 @@ type upstreamSettings struct {
 	ServeStaleOnNotFound bool
 	Timeouts             timeoutsConfig
 	Breaker              breakerConfig
+	PrivateContent       proxy.PrivateContent
+	PrivateDuringOutage  proxy.PrivateOutage
 }
 
 type timeoutsConfig struct {
@@ -259,6 +267,9 @@ func (c serveConfig) validate() error {
 		case !seen[reference.Domain(named)]:
 			errs = append(errs, fmt.Errorf("prefetch %q: registry %s is not among the upstreams", item.Ref, reference.Domain(named)))
 		}
+	}
+	if c.ProviderConfig != "" && c.ProviderBinDir == "" {
+		errs = append(errs, errors.New("--image-credential-provider-config needs --image-credential-provider-bin-dir"))
 	}
 	if !seen[c.DefaultRegistry] {
 		var names []string

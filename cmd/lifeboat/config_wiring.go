@@ -1,9 +1,13 @@
 package main
 
 import (
+	"log/slog"
+
+	"github.com/lifeboat-dev/lifeboat/credentials"
 	"github.com/lifeboat-dev/lifeboat/maintenance"
 	"github.com/lifeboat-dev/lifeboat/proxy"
 	"github.com/lifeboat-dev/lifeboat/upstream"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The config turned into the options of the packages below cmd: each of
@@ -33,6 +37,7 @@ func (c serveConfig) proxyUpstreams() []mirrorConfig {
 			Upstream: proxy.Upstream{
 				TagTTL: u.TagTTL, MaxStaleness: u.MaxStaleness, ServeStaleOnNotFound: u.ServeStaleOnNotFound,
 				MaxConcurrentFills: c.MaxConcurrentFills, MaxConcurrentRequests: c.MaxConcurrentRequests,
+				PrivateContent: u.PrivateContent, PrivateDuringOutage: u.PrivateDuringOutage,
 			},
 		})
 	}
@@ -46,6 +51,13 @@ func proxyLimit(n int64) int64 {
 		return -1
 	}
 	return n
+}
+
+func (c serveConfig) credentialOptions(log *slog.Logger, reg prometheus.Registerer) credentials.Options {
+	return credentials.Options{
+		ProviderConfig: c.ProviderConfig, ProviderBinDir: c.ProviderBinDir, DockerConfig: c.DockerConfig,
+		Timeout: c.CredentialTimeout, Logger: log, Registerer: reg,
+	}
 }
 
 func (t timeoutsConfig) upstream() upstream.Timeouts {

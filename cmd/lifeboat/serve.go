@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dev/lifeboat/cache"
+	"github.com/lifeboat-dev/lifeboat/credentials"
 	"github.com/lifeboat-dev/lifeboat/registry"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -36,8 +37,8 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if n, err := raiseFileLimit(); err != nil {
 		log.Warn("could not raise the open-file limit", "limit", n, "error", err)
 	}
-	if _, err := cfg.keychain(); err != nil {
-		return err // before anything binds: a broken credentials file is a config error
+	if _, err := credentials.New(cfg.credentialOptions(log, nil)); err != nil {
+		return err // before anything binds: a broken credentials setup is a config error
 	}
 
 	// Health and metrics first: opening the store can take a while (a

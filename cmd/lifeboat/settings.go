@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lifeboat-dev/lifeboat/proxy"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -72,6 +73,16 @@ func settingsTable() []setting {
 			set: field(parseText, func(c *serveConfig) *string { return &c.DefaultRegistry })},
 		{flag: "docker-config", key: "dockerConfig", def: defaultDockerConfig(), help: "docker config.json (or .dockerconfigjson) `file` with upstream credentials; empty: anonymous",
 			set: field(parseText, func(c *serveConfig) *string { return &c.DockerConfig })},
+		{flag: "image-credential-provider-config", key: "imageCredentialProviderConfig", help: "kubelet CredentialProviderConfig `file` (kubelet.config.k8s.io/v1): the node's credential provider plugins, asked before the docker config; empty: none",
+			set: field(parseText, func(c *serveConfig) *string { return &c.ProviderConfig })},
+		{flag: "image-credential-provider-bin-dir", key: "imageCredentialProviderBinDir", help: "`directory` holding the credential provider plugins the config names",
+			set: field(parseText, func(c *serveConfig) *string { return &c.ProviderBinDir })},
+		{key: "credentialTimeout", def: "5s", help: "bound on each credential provider plugin or docker credential helper run; one that fails or hangs is an auth-unavailable upstream failure",
+			set: field(time.ParseDuration, func(c *serveConfig) *time.Duration { return &c.CredentialTimeout })},
+		{key: "privateContent", def: "shared", perUpstream: perUpstreamValue, help: "shared: what lifeboat fetched of a private repository is served to every client; verify: its manifests and tag lists are answered 401 while upstream is reachable, so the runtime asks the registry with the pod's credentials",
+			set: field(parsePrivateContent, func(c *serveConfig) *proxy.PrivateContent { return &c.PrivateContent })},
+		{key: "privateDuringOutage", def: "serve", perUpstream: perUpstreamValue, help: "under privateContent verify, while upstream is unavailable: serve the cached copy (counted, logged) or deny it",
+			set: field(parsePrivateOutage, func(c *serveConfig) *proxy.PrivateOutage { return &c.PrivateDuringOutage })},
 		{flag: "log-level", key: "logLevel", def: "info", help: "`level`: debug, info, warn or error",
 			set: field(parseText, func(c *serveConfig) *string { return &c.LogLevel })},
 		{flag: "log-format", key: "logFormat", def: "text", help: "`format`: text or json",
@@ -157,6 +168,20 @@ func positiveDuration(s string) (time.Duration, error) {
 		err = fmt.Errorf("%s: must be positive", d)
 	}
 	return d, err
+}
+
+func parsePrivateContent(s string) (proxy.PrivateContent, error) {
+	if v := proxy.PrivateContent(s); v == proxy.PrivateShared || v == proxy.PrivateVerify {
+		return v, nil
+	}
+	return "", fmt.Errorf("%q: must be shared or verify", s)
+}
+
+func parsePrivateOutage(s string) (proxy.PrivateOutage, error) {
+	if v := proxy.PrivateOutage(s); v == proxy.OutageServe || v == proxy.OutageDeny {
+		return v, nil
+	}
+	return "", fmt.Errorf("%q: must be serve or deny", s)
 }
 
 // parseBool takes what flag and YAML 1.1 take: true, false, 1, 0, yes, no, on, off.

@@ -4,8 +4,8 @@ import (
 	"context"
 	"log/slog"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/lifeboat-dev/lifeboat/cache"
+	"github.com/lifeboat-dev/lifeboat/credentials"
 	"github.com/lifeboat-dev/lifeboat/maintenance"
 	"github.com/lifeboat-dev/lifeboat/proxy"
 	"github.com/lifeboat-dev/lifeboat/upstream"
@@ -24,7 +24,7 @@ type services struct {
 // service from the config. reg nil: metrics are not registered.
 // beforeEviction, if set, runs before each periodic eviction pass.
 func (c serveConfig) newServices(store *cache.Store, log *slog.Logger, reg prometheus.Registerer, beforeEviction func(context.Context)) (*services, error) {
-	keychain, err := c.keychain()
+	keychain, err := credentials.New(c.credentialOptions(log, reg))
 	if err != nil {
 		return nil, err
 	}
@@ -60,11 +60,3 @@ func (c serveConfig) newServices(store *cache.Store, log *slog.Logger, reg prome
 
 // Close stops the proxy's downloads; the store is the caller's.
 func (s *services) Close() { s.proxy.Close() }
-
-// keychain is the upstream credentials: --docker-config, or anonymous.
-func (c serveConfig) keychain() (authn.Keychain, error) {
-	if c.DockerConfig == "" {
-		return authn.NewMultiKeychain(), nil
-	}
-	return upstream.DockerConfigKeychain(c.DockerConfig)
-}
