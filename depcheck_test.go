@@ -25,6 +25,12 @@ var allowed = map[string][]string{
 		"github.com/google/go-containerregistry/pkg/v1/remote/transport",
 		"github.com/prometheus/client_golang/prometheus", "golang.org/x/sync/singleflight",
 	},
+	"credentials": {
+		"github.com/docker/cli/cli/config/", "github.com/docker/docker-credential-helpers/",
+		"github.com/google/go-containerregistry/pkg/authn", "github.com/google/go-containerregistry/pkg/name",
+		"github.com/prometheus/client_golang/prometheus", "go.yaml.in/yaml/v3",
+		"k8s.io/apimachinery/pkg/apis/meta/v1", "k8s.io/kubelet/config/v1", "k8s.io/kubelet/pkg/apis/credentialprovider/v1",
+	},
 	"proxy": {
 		mod + "cache", mod + "upstream", "github.com/opencontainers/go-digest", "github.com/prometheus/client_golang/prometheus",
 		"golang.org/x/sync/singleflight",

@@ -188,11 +188,10 @@ func (p *plugin) cached(image string) (map[string]cpv1.AuthConfig, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, k := range []string{image, registryOf(image), globalCacheKey} {
-		if c, ok := p.cache[k]; ok {
-			if now.Before(c.expires) {
-				return c.auth, true
-			}
-			delete(p.cache, k)
+		// An expired answer stays until replaced or swept: the next
+		// answer is compared with it.
+		if c, ok := p.cache[k]; ok && now.Before(c.expires) {
+			return c.auth, true
 		}
 	}
 	return nil, false

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/lifeboat-dev/lifeboat/cache"
+	"github.com/lifeboat-dev/lifeboat/proxy"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -193,6 +194,12 @@ func settingExamples(t *testing.T) map[string]settingExample {
 		"max-size":          {value: "2GiB", get: func(c serveConfig) any { return c.MaxSize }, want: int64(2 << 30)},
 		"min-free-disk":     {value: "5GiB", get: func(c serveConfig) any { return c.MinFreeDisk }, want: diskFloor{Bytes: 5 << 30}},
 		"containerd-socket": {value: "/run/c.sock", get: func(c serveConfig) any { return c.ContainerdSocket }, want: "/run/c.sock"},
+		"image-credential-provider-config": {value: "/etc/kubernetes/cp.yaml", args: []string{"--image-credential-provider-bin-dir", "/bin"},
+			get: func(c serveConfig) any { return c.ProviderConfig }, want: "/etc/kubernetes/cp.yaml"},
+		"image-credential-provider-bin-dir": {value: "/opt/cp/bin", get: func(c serveConfig) any { return c.ProviderBinDir }, want: "/opt/cp/bin"},
+		"credentialTimeout":                 {value: "3s", get: dur(func(c serveConfig) time.Duration { return c.CredentialTimeout }), want: 3 * time.Second},
+		"privateContent":                    {value: "verify", get: func(c serveConfig) any { return c.PrivateContent }, want: proxy.PrivateVerify},
+		"privateDuringOutage":               {value: "deny", get: func(c serveConfig) any { return c.PrivateDuringOutage }, want: proxy.OutageDeny},
 		"upstream": {value: "a.test=http://a.test", yaml: "\n  - {name: a.test, url: http://a.test}", args: []string{"--default-registry", "a.test"},
 			get: func(c serveConfig) any { return upstreamList(c.Upstreams) }, want: "a.test=http://a.test"},
 		"maxStaleness":              {value: "1h", get: dur(func(c serveConfig) time.Duration { return c.MaxStaleness }), want: time.Hour},
@@ -374,6 +381,7 @@ func TestConfigFileErrorsNameLineAndKey(t *testing.T) {
 		{"duration without unit", "tagTTL: 30\n", `:1: tagTTL: time: missing unit in duration "30"`},
 		{"bad size", "maxSize: lots\n", `:1: maxSize: "lots" is not a size like 50GiB, 500MB or 1048576`},
 		{"bad disk floor", "minFreeDisk: 150%\n", `:1: minFreeDisk: "150%" is not a percentage from 0 to 99`},
+		{"bad private policy", "privateContent: strict\n", `:1: privateContent: "strict": must be shared or verify`},
 		{"bad bool", "serveStaleOnNotFound: maybe\n", `:1: serveStaleOnNotFound: "maybe" is not true or false`},
 		{"bad number", "maxConcurrentFills: many\n", `:1: maxConcurrentFills: strconv.Atoi: parsing "many": invalid syntax`},
 		{"unknown key", "listen: 127.0.0.1:1\nlistn: 127.0.0.1:2\n", `:2: listn: unknown key`},
@@ -386,7 +394,7 @@ func TestConfigFileErrorsNameLineAndKey(t *testing.T) {
 		{"wrong type: value for a section", "timeouts: 5s\n", `:1: timeouts: must be a mapping of bodyStall, dial, request, responseHeader, revalidate, tlsHandshake, not a single value`},
 		{"wrong type: list for a value", "listen: [a, b]\n", `:1: listen: must be a single value, not a list`},
 		{"wrong type: value for a list", "upstreams: docker.io\n", `:1: upstreams: must be a list, not a single value`},
-		{"wrong type: list of values for entries", "upstreams:\n  - docker.io\n", `:2: upstreams[0]: must be a mapping of breaker, caFile, insecureSkipVerify, maxStaleness, name, serveStaleOnNotFound, tagTTL, timeouts, tokenRealms, url, not a single value`},
+		{"wrong type: list of values for entries", "upstreams:\n  - docker.io\n", `:2: upstreams[0]: must be a mapping of breaker, caFile, insecureSkipVerify, maxStaleness, name, privateContent, privateDuringOutage, serveStaleOnNotFound, tagTTL, timeouts, tokenRealms, url, not a single value`},
 		{"wrong type: platforms", "prefetch:\n  - ref: docker.io/library/alpine:3.20\n    platforms: linux/amd64\n", `:3: prefetch[0].platforms: must be a list, not a single value`},
 		{"key set twice", "listen: 127.0.0.1:1\nlisten: 127.0.0.1:2\n", `:2: listen: set twice`},
 		{"not a mapping", "- listen\n", `:1: the file must be a mapping of settings, not a list`},
