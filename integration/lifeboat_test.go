@@ -118,11 +118,18 @@ func freeAddr(t testing.TB) string {
 // when the test ends.
 func startLifeboat(t testing.TB, dataDir string, args ...string) *lifeboat {
 	t.Helper()
+	return startLifeboatEnv(t, dataDir, nil, args...)
+}
+
+// startLifeboatEnv is startLifeboat with env added to the process's
+// environment.
+func startLifeboatEnv(t testing.TB, dataDir string, env []string, args ...string) *lifeboat {
+	t.Helper()
 	lb := &lifeboat{DataDir: dataDir, logs: &syncBuffer{}, done: make(chan error, 1)}
 	lb.cmd = exec.Command(binary, append([]string{"serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
 		"--admin-listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-format", "json"}, args...)...)
 	lb.cmd.Stdout, lb.cmd.Stderr = lb.logs, lb.logs
-	lb.cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+t.TempDir(), "HOME="+t.TempDir())
+	lb.cmd.Env = append(append(os.Environ(), "DOCKER_CONFIG="+t.TempDir(), "HOME="+t.TempDir()), env...)
 	require.NoError(t, lb.cmd.Start())
 	go func() { lb.done <- lb.cmd.Wait() }()
 	t.Cleanup(func() {

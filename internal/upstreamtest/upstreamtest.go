@@ -71,6 +71,7 @@ type Upstream struct {
 	mode     atomic.Value // Mode
 	mu       sync.Mutex
 	requests map[string]int // by "METHOD kind", kind: manifests, blobs, tags, base, token
+	byAgent  map[string]int // by "agent METHOD kind": the User-Agent's product (lifeboat, containerd)
 	inflight map[string]int // requests being answered, by the same key
 	peak     map[string]int // the most requests answered at once, by the same key
 	rateLeft string         // if set, sent as ratelimit-remaining on manifest answers
@@ -168,7 +169,7 @@ func (u *Upstream) authorize(w http.ResponseWriter, r *http.Request, mode Mode) 
 // Start starts an upstream registry that stops when the test ends.
 func Start(t testing.TB) *Upstream {
 	t.Helper()
-	u := &Upstream{requests: map[string]int{}, inflight: map[string]int{}, peak: map[string]int{}}
+	u := &Upstream{requests: map[string]int{}, byAgent: map[string]int{}, inflight: map[string]int{}, peak: map[string]int{}}
 	u.mode.Store(OK)
 	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
 	u.srv = httptest.NewServer(u.wrap(reg))
@@ -227,6 +228,14 @@ func (u *Upstream) Requests(key string) int {
 	return u.requests[key]
 }
 
+// RequestsFrom counts requests seen from one client, by the product name
+// its User-Agent starts with ("lifeboat", "containerd") and "METHOD kind".
+func (u *Upstream) RequestsFrom(agent, key string) int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.byAgent[agent+" "+key]
+}
+
 // Peak is the most requests with this key ("GET blobs") answered at once.
 func (u *Upstream) Peak(key string) int {
 	u.mu.Lock()
@@ -253,6 +262,8 @@ func (u *Upstream) wrap(next http.Handler) http.Handler {
 		key := r.Method + " " + requestKind(r.URL.Path)
 		u.mu.Lock()
 		u.requests[key]++
+		agent, _, _ := strings.Cut(r.UserAgent(), "/")
+		u.byAgent[agent+" "+key]++
 		u.inflight[key]++
 		u.peak[key] = max(u.peak[key], u.inflight[key])
 		defer func() {
