@@ -278,4 +278,3 @@ func TestURLsMatchAsKubelet(t *testing.T) {
 		assert.Equal(t, tc.want, urlsMatch(tc.pattern, tc.image), "%s ~ %s", tc.pattern, tc.image)
 	}
 }
-
