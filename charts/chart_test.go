@@ -254,6 +254,11 @@ type lifeboatConfig struct {
 	DataDir              string           `json:"dataDir"`
 	DefaultRegistry      string           `json:"defaultRegistry"`
 	DockerConfig         *string          `json:"dockerConfig"`
+	ProviderConfig       string           `json:"imageCredentialProviderConfig"`
+	ProviderBinDir       string           `json:"imageCredentialProviderBinDir"`
+	CredentialTimeout    string           `json:"credentialTimeout"`
+	PrivateContent       string           `json:"privateContent"`
+	PrivateDuringOutage  string           `json:"privateDuringOutage"`
 	LogLevel             string           `json:"logLevel"`
 	LogFormat            string           `json:"logFormat"`
 	TagTTL               string           `json:"tagTTL"`
@@ -298,6 +303,8 @@ type lifeboatUpstrm struct {
 	MaxStaleness         *string     `json:"maxStaleness"`
 	ServeStaleOnNotFound *bool       `json:"serveStaleOnNotFound"`
 	InsecureSkipVerify   bool        `json:"insecureSkipVerify"`
+	PrivateContent       string      `json:"privateContent"`
+	PrivateDuringOutage  string      `json:"privateDuringOutage"`
 	Timeouts             *lbTimeouts `json:"timeouts"`
 	Breaker              *lbBreaker  `json:"breaker"`
 }
@@ -743,6 +750,20 @@ func TestFullValues(t *testing.T) {
 	cfg, _ := m.lifeboatConfig(t, name)
 	assert.Equal(t, "/etc/lifeboat/credentials/config.json", deref(t, cfg.DockerConfig))
 
+	// The node's credential provider config and plugins, read-only at the
+	// node's own paths; the private-content policy.
+	const eks = "/etc/eks/image-credential-provider"
+	assert.Equal(t, eks+"/config.json:ro", mounts(c)["credential-provider-config"])
+	assert.Equal(t, eks+":ro", mounts(c)["credential-provider-bin"])
+	assert.Equal(t, eks+"/config.json", findVolume(t, pod.Volumes, "credential-provider-config").HostPath.Path)
+	assert.Equal(t, eks, findVolume(t, pod.Volumes, "credential-provider-bin").HostPath.Path)
+	assert.Equal(t, eks+"/config.json", cfg.ProviderConfig)
+	assert.Equal(t, eks, cfg.ProviderBinDir)
+	assert.Equal(t, "3s", cfg.CredentialTimeout)
+	assert.Equal(t, "verify", cfg.PrivateContent)
+	assert.Equal(t, "deny", cfg.PrivateDuringOutage)
+	assert.Equal(t, "shared", cfg.Upstreams[1].PrivateContent, "a registry's own policy")
+
 	// Ports, addresses, probes.
 	assert.Equal(t, "127.0.0.1:5055", cfg.Listen)
 	assert.Equal(t, "10.0.0.1:9191", cfg.MetricsListen)
@@ -1147,7 +1168,7 @@ func TestBinaryAcceptsConfig(t *testing.T) {
 			defer cancel()
 			cmd := exec.CommandContext(ctx, bin, "serve", "--config", cfgFile,
 				"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-				"--data-dir", t.TempDir(), "--docker-config", creds)
+				"--data-dir", t.TempDir(), "--docker-config", creds, "--image-credential-provider-config", "")
 			cmd.Env = cleanEnv()
 			stderr, err := cmd.StderrPipe()
 			require.NoError(t, err)
