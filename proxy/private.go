@@ -100,11 +100,18 @@ func (p *Proxy) verifyPrivate(ctx context.Context, m *mirror, repo, ref string) 
 	uctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	var current string
-	if known {
+	leave, err := p.requestSlot(uctx, m, "private check "+repo)
+	if err == nil {
+		defer leave()
+	}
+	switch {
+	case err != nil:
+		p.metrics.busy.WithLabelValues(m.name, "request").Inc()
+	case known:
 		// Private: is upstream there to check the client? One HEAD with
 		// lifeboat's own credentials, which also says whether the tag moved.
 		current, err = m.Client.HeadManifest(uctx, repo, ref)
-	} else {
+	default:
 		var isPrivate bool
 		if isPrivate, err = p.checkAccess(uctx, m, repo, ref); err == nil && !isPrivate {
 			return nil, nil, false
