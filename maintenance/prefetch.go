@@ -65,7 +65,7 @@ func (s *Service) Prefetch(ctx context.Context, item PrefetchItem, progress func
 		platforms = []string{"linux/" + runtime.GOARCH}
 	}
 	res := PrefetchResult{Ref: item.Ref}
-	m, err := p.CacheManifest(ctx, registry, repo, ref)
+	m, err := p.Manifest(proxy.ForCache(ctx), registry, repo, ref)
 	if err != nil {
 		return res, err
 	}
@@ -82,7 +82,7 @@ func (s *Service) Prefetch(ctx context.Context, item PrefetchItem, progress func
 		}
 		images = images[:0]
 		for _, c := range children {
-			cm, err := p.CacheManifest(ctx, registry, repo, c.digest.String())
+			cm, err := p.Manifest(proxy.ForCache(ctx), registry, repo, c.digest.String())
 			if err != nil {
 				return res, fmt.Errorf("%s: %w", c.platform, err)
 			}

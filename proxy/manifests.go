@@ -22,15 +22,18 @@ type Manifest struct {
 }
 
 // Manifest resolves ref (a tag or a digest) in repo of registry for a
-// client: the upstream's PrivateContent policy applies (private.go).
+// client: the upstream's PrivateContent policy applies (private.go),
+// unless ctx comes from ForCache.
 func (p *Proxy) Manifest(ctx context.Context, registry, repo, ref string) (*Manifest, error) {
 	m, err := p.mirror(registry)
 	if err != nil {
 		return nil, err
 	}
 	repo = m.Client.RepoPath(repo)
-	if ans, err, done := p.verifyPrivate(ctx, m, repo, ref); done {
-		return ans, err
+	if ctx.Value(forCache{}) == nil {
+		if ans, err, done := p.verifyPrivate(ctx, m, repo, ref); done {
+			return ans, err
+		}
 	}
 	ans, err := p.resolve(ctx, m, repo, ref)
 	if err == nil {
@@ -39,19 +42,12 @@ func (p *Proxy) Manifest(ctx context.Context, registry, repo, ref string) (*Mani
 	return ans, err
 }
 
-// CacheManifest resolves ref for lifeboat's own cache (prefetch): as
-// Manifest, without a client's policy.
-func (p *Proxy) CacheManifest(ctx context.Context, registry, repo, ref string) (*Manifest, error) {
-	m, err := p.mirror(registry)
-	if err != nil {
-		return nil, err
-	}
-	repo = m.Client.RepoPath(repo)
-	ans, err := p.resolve(ctx, m, repo, ref)
-	if err == nil {
-		p.noteAccess(m, repo, ref)
-	}
-	return ans, err
+type forCache struct{}
+
+// ForCache marks ctx as lifeboat's own request (a prefetch), not a
+// client's: no client policy applies to what is resolved with it.
+func ForCache(ctx context.Context) context.Context {
+	return context.WithValue(ctx, forCache{}, true)
 }
 
 // resolve answers ref by digest or by tag.

@@ -116,7 +116,7 @@ func TestVerifySendsPrivateManifestsToTheRegistry(t *testing.T) {
 	require.NoError(t, err, "blobs by digest are served")
 	b.Content.Close()
 
-	m, err := e.p.CacheManifest(ctx, privateRegistry, "team/app", "v1")
+	m, err := e.p.Manifest(ForCache(ctx), privateRegistry, "team/app", "v1")
 	require.NoError(t, err, "lifeboat's own fetches (prefetch) are not a client's")
 	assert.Equal(t, d.String(), m.Digest.String())
 
