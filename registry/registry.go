@@ -5,6 +5,7 @@ package registry
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -131,7 +132,8 @@ func clip(s string, n int) string {
 }
 
 func (h *handler) serve(w *recorder, r *http.Request) outcome {
-	rt, err := parsePath(r.URL.Path)
+	ns := r.URL.Query().Get("ns")
+	rt, err := parsePath(r.URL.Path, h.prefixes(ns))
 	o := outcome{kind: rt.kind}
 	if err == nil && r.Method != http.MethodGet && r.Method != http.MethodHead {
 		err = errUnsupported
@@ -143,7 +145,8 @@ func (h *handler) serve(w *recorder, r *http.Request) outcome {
 		err = errNotFound
 	}
 	if err == nil && rt.kind != kindBase {
-		o.registry, err = h.p.Registry(r.URL.Query().Get("ns"))
+		// ns= (containerd), else a path prefix (CRI-O), else the default.
+		o.registry, err = h.p.Registry(cmp.Or(ns, rt.registry))
 	}
 	if err == nil {
 		switch rt.kind {
@@ -175,6 +178,19 @@ func (h *handler) serve(w *recorder, r *http.Request) outcome {
 		o.abort = true
 	}
 	return o
+}
+
+// prefixes tells parsePath which registries a path may start with: none
+// when the client named one with ns= (the path is then the repository,
+// whatever it starts with), else the mirrored ones.
+func (h *handler) prefixes(ns string) func(string) bool {
+	if ns != "" {
+		return nil
+	}
+	return func(registry string) bool {
+		_, err := h.p.Registry(registry)
+		return registry != "" && err == nil
+	}
 }
 
 func (h *handler) manifest(w http.ResponseWriter, r *http.Request, registry string, rt route) (proxy.Source, error) {
@@ -280,7 +296,7 @@ func (h *handler) tags(w http.ResponseWriter, r *http.Request, registry string, 
 			if ns := q.Get("ns"); ns != "" {
 				next.Set("ns", ns)
 			}
-			w.Header().Set("Link", fmt.Sprintf(`</v2/%s/tags/list?%s>; rel="next"`, rt.name, next.Encode()))
+			w.Header().Set("Link", fmt.Sprintf(`<%s?%s>; rel="next"`, r.URL.Path, next.Encode()))
 		}
 	}
 	if page == nil {
@@ -288,7 +304,7 @@ func (h *handler) tags(w http.ResponseWriter, r *http.Request, registry string, 
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set(CacheHeader, string(src))
-	body, err := json.Marshal(map[string]any{"name": rt.name, "tags": page})
+	body, err := json.Marshal(map[string]any{"name": rt.requested(), "tags": page})
 	if err != nil {
 		return "", err
 	}

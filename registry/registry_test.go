@@ -41,6 +41,9 @@ func newStack(t testing.TB) *stack {
 type stackOptions struct {
 	registry  Options
 	bodyStall time.Duration
+	// aliases are further mirrored registry names, served by the same
+	// upstream.
+	aliases []string
 }
 
 func newStackWith(t testing.TB, so stackOptions) *stack {
@@ -51,10 +54,15 @@ func newStackWith(t testing.TB, so stackOptions) *stack {
 	t.Cleanup(func() { _ = store.Close() })
 	reg := prometheus.NewPedanticRegistry()
 	var ups []proxy.Upstream
-	for _, cfg := range []upstream.Config{
-		{Name: "upstream.test", URL: up.URL, Timeouts: upstream.Timeouts{Revalidate: 500 * time.Millisecond, Request: 5 * time.Second, BodyStall: so.bodyStall}},
+	timeouts := upstream.Timeouts{Revalidate: 500 * time.Millisecond, Request: 5 * time.Second, BodyStall: so.bodyStall}
+	cfgs := []upstream.Config{
+		{Name: "upstream.test", URL: up.URL, Timeouts: timeouts},
 		{Name: "other.test", URL: "http://127.0.0.1:1"},
-	} {
+	}
+	for _, alias := range so.aliases {
+		cfgs = append(cfgs, upstream.Config{Name: alias, URL: up.URL, Timeouts: timeouts})
+	}
+	for _, cfg := range cfgs {
 		c, err := upstream.New(cfg, upstream.Options{})
 		require.NoError(t, err)
 		ups = append(ups, proxy.Upstream{Client: c})

@@ -25,8 +25,22 @@ const (
 // route is a request path parsed once into what it names.
 type route struct {
 	kind kind
-	name string // repository, e.g. library/alpine
-	ref  string // tag or digest (manifests), digest (blobs)
+	// registry is the mirrored registry named by the path's first
+	// component (CRI-O's mirrors: /v2/docker.io/library/alpine/...), and
+	// prefix that component as written (docker.io, localhost_5001). Both
+	// are empty when the path names no registry: ns= or the default
+	// registry decides.
+	registry, prefix string
+	name             string // repository at that registry, e.g. library/alpine
+	ref              string // tag or digest (manifests), digest (blobs)
+}
+
+// requested is the repository as the client named it, prefix included.
+func (r route) requested() string {
+	if r.prefix == "" {
+		return r.name
+	}
+	return r.prefix + "/" + r.name
 }
 
 var (
@@ -37,8 +51,11 @@ var (
 )
 
 // parsePath parses a /v2/ API path. Repository names contain slashes, so the
-// path is split on its last /manifests/, /blobs/ or /tags/list.
-func parsePath(p string) (route, error) {
+// path is split on its last /manifests/, /blobs/ or /tags/list. mirrored
+// says whether a registry name is mirrored; with it, a name's first
+// component may name the registry (see splitPrefix); nil: the whole name is
+// the repository (the client chose the registry with ns=).
+func parsePath(p string, mirrored func(registry string) bool) (route, error) {
 	if p == "/v2" || p == "/v2/" {
 		return route{kind: kindBase}, nil
 	}
@@ -68,6 +85,7 @@ func parsePath(p string) (route, error) {
 	default:
 		return route{}, errNotFound
 	}
+	r.registry, r.prefix, r.name = splitPrefix(r.name, mirrored)
 	named, err := validateName(r.name)
 	if err != nil {
 		return route{}, err
@@ -87,6 +105,66 @@ func parsePath(p string) (route, error) {
 		}
 	}
 	return r, nil
+}
+
+// splitPrefix finds the registry a repository name starts with. CRI-O (any
+// containers/image client) has no ns=: its mirror location is lifeboat's
+// host plus a path, which replaces the registry in the reference, so
+// docker.io/library/alpine through the mirror 127.0.0.1:5000/docker.io is
+// asked for as /v2/docker.io/library/alpine/....
+//
+// The rule: when the first component of name names a mirrored registry and
+// at least one component follows, that registry serves the rest. Otherwise
+// the whole name is the repository (at ns=, or the default registry), as it
+// always was. So a repository of the default registry whose first component
+// spells a mirrored registry (a registry.internal repository called
+// docker.io/library/alpine, asked for without ns=) is reached with its own
+// registry as the prefix (/v2/registry.internal/docker.io/library/alpine)
+// or with ns=; only one prefix is ever taken off. An unknown first
+// component is part of the repository, never a registry to open.
+//
+// A reference path component cannot hold ':', so a registry with a port is
+// written with '_' for its ':' (localhost:5001 as localhost_5001; a host
+// name cannot hold '_', so this never collides with another registry). The
+// verbatim form is taken too, for clients that write raw paths.
+func splitPrefix(name string, mirrored func(string) bool) (registry, prefix, rest string) {
+	first, rest, ok := strings.Cut(name, "/")
+	if mirrored == nil || !ok || rest == "" {
+		return "", "", name
+	}
+	registry = prefixRegistry(first)
+	if registry == "" || !mirrored(registry) {
+		return "", "", name
+	}
+	return registry, first, rest
+}
+
+// prefixRegistry is the registry name a path component spells: itself, or
+// host:port for host_port. "" when it cannot be one.
+func prefixRegistry(c string) string {
+	if len(c) > maxRegistryName {
+		return ""
+	}
+	if i := strings.LastIndexByte(c, '_'); i > 0 && isPort(c[i+1:]) {
+		return c[:i] + ":" + c[i+1:]
+	}
+	return c
+}
+
+// maxRegistryName bounds the first component looked up as a registry (a
+// DNS name is at most 253 bytes; a port and its separator add 6).
+const maxRegistryName = 259
+
+func isPort(s string) bool {
+	if s == "" || len(s) > 5 {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // repositoryPath is the distribution grammar for a repository path without a

@@ -10,6 +10,16 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// testMirrored is the set of mirrored registries the route tests parse
+// against: parsePath only asks whether a name is in it.
+func testMirrored(registry string) bool {
+	switch registry {
+	case "docker.io", "registry.k8s.io", "localhost:5001", "registry.internal":
+		return true
+	}
+	return false
+}
+
 func TestParsePath(t *testing.T) {
 	t.Parallel()
 	const dgst = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
@@ -50,7 +60,7 @@ func TestParsePath(t *testing.T) {
 		{path: "/", wantErr: errNotFound},
 	} {
 		t.Run(tc.path[:min(len(tc.path), 60)], func(t *testing.T) {
-			got, err := parsePath(tc.path)
+			got, err := parsePath(tc.path, testMirrored)
 			if tc.wantErr != nil {
 				require.ErrorIs(t, err, tc.wantErr)
 				return
@@ -61,27 +71,118 @@ func TestParsePath(t *testing.T) {
 	}
 }
 
+// TestParsePathPrefix: the registry a path's first component names (CRI-O's
+// mirror locations), the rule for names that only look like one, and the
+// host:port encoding. See splitPrefix.
+func TestParsePathPrefix(t *testing.T) {
+	t.Parallel()
+	const dgst = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+	for _, tc := range []struct {
+		what     string
+		path     string
+		mirrored func(string) bool // nil: the request has ns=
+		want     route
+		wantErr  error
+	}{
+		{what: "a mirrored registry", path: "/v2/docker.io/library/alpine/manifests/3.20", mirrored: testMirrored,
+			want: route{kind: kindManifest, registry: "docker.io", prefix: "docker.io", name: "library/alpine", ref: "3.20"}},
+		{what: "one component after the prefix", path: "/v2/registry.k8s.io/pause/blobs/" + dgst, mirrored: testMirrored,
+			want: route{kind: kindBlob, registry: "registry.k8s.io", prefix: "registry.k8s.io", name: "pause", ref: dgst}},
+		{what: "docker.io short name, expanded upstream as ever", path: "/v2/docker.io/alpine/tags/list", mirrored: testMirrored,
+			want: route{kind: kindTags, registry: "docker.io", prefix: "docker.io", name: "alpine"}},
+		{what: "host:port written host_port", path: "/v2/localhost_5001/app/manifests/v1", mirrored: testMirrored,
+			want: route{kind: kindManifest, registry: "localhost:5001", prefix: "localhost_5001", name: "app", ref: "v1"}},
+		{what: "host:port verbatim (not a reference, but a raw path may say it)", path: "/v2/localhost:5001/team/app/manifests/v1", mirrored: testMirrored,
+			want: route{kind: kindManifest, registry: "localhost:5001", prefix: "localhost:5001", name: "team/app", ref: "v1"}},
+		{what: "only one prefix comes off", path: "/v2/registry.internal/docker.io/library/alpine/manifests/v1", mirrored: testMirrored,
+			want: route{kind: kindManifest, registry: "registry.internal", prefix: "registry.internal", name: "docker.io/library/alpine", ref: "v1"}},
+		{what: "the same prefix twice", path: "/v2/docker.io/docker.io/app/manifests/v1", mirrored: testMirrored,
+			want: route{kind: kindManifest, registry: "docker.io", prefix: "docker.io", name: "docker.io/app", ref: "v1"}},
+		{what: "uploads under a prefix are still refused", path: "/v2/docker.io/library/alpine/blobs/uploads/", mirrored: testMirrored,
+			want: route{kind: kindUnsupport, registry: "docker.io", prefix: "docker.io", name: "library/alpine"}},
+
+		// What only looks like a prefix is part of the repository, at
+		// ns= or the default registry, exactly as before.
+		{what: "ns= given: the path is the repository", path: "/v2/docker.io/library/alpine/manifests/v1",
+			want: route{kind: kindManifest, name: "docker.io/library/alpine", ref: "v1"}},
+		{what: "a registry name alone is a repository name", path: "/v2/docker.io/manifests/v1", mirrored: testMirrored,
+			want: route{kind: kindManifest, name: "docker.io", ref: "v1"}},
+		{what: "an unknown registry is never opened", path: "/v2/evil.example.com/library/alpine/manifests/v1", mirrored: testMirrored,
+			want: route{kind: kindManifest, name: "evil.example.com/library/alpine", ref: "v1"}},
+		{what: "an unknown port", path: "/v2/localhost_5002/app/manifests/v1", mirrored: testMirrored,
+			want: route{kind: kindManifest, name: "localhost_5002/app", ref: "v1"}},
+		{what: "not a port after the underscore", path: "/v2/localhost_abc/app/manifests/v1", mirrored: testMirrored,
+			want: route{kind: kindManifest, name: "localhost_abc/app", ref: "v1"}},
+		{what: "registry names are case-sensitive", path: "/v2/Docker.io/library/alpine/manifests/v1", mirrored: testMirrored,
+			wantErr: errNameInvalid},
+		{what: "an unknown host:port is not a repository either", path: "/v2/localhost:5002/app/manifests/v1", mirrored: testMirrored,
+			wantErr: errNameInvalid},
+		{what: "host:port with ns= is not a repository", path: "/v2/localhost:5001/app/manifests/v1",
+			wantErr: errNameInvalid},
+		{what: "the rest is checked like any name", path: "/v2/docker.io/../etc/manifests/v1", mirrored: testMirrored,
+			wantErr: errNameInvalid},
+		{what: "an empty rest", path: "/v2/docker.io//manifests/v1", mirrored: testMirrored,
+			wantErr: errNameInvalid},
+		{what: "a bad tag under a prefix", path: "/v2/docker.io/alpine/manifests/.x", mirrored: testMirrored,
+			wantErr: errTagInvalid},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			got, err := parsePath(tc.path, tc.mirrored)
+			if tc.wantErr != nil {
+				require.ErrorIs(t, err, tc.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, got)
+			assert.Equal(t, strings.TrimPrefix(tc.path, "/v2/")[:len(got.requested())], got.requested(), "requested is the name as the path spells it")
+		})
+	}
+}
+
 func BenchmarkParsePath(b *testing.B) {
 	for b.Loop() {
-		_, _ = parsePath("/v2/library/alpine/blobs/sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+		_, _ = parsePath("/v2/library/alpine/blobs/sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", testMirrored)
+	}
+}
+
+func BenchmarkParsePathPrefix(b *testing.B) {
+	for b.Loop() {
+		_, _ = parsePath("/v2/docker.io/library/alpine/blobs/sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", testMirrored)
 	}
 }
 
 // FuzzParsePath: the route parser never panics, and what it accepts names
-// a repository of the distribution grammar and a well-formed reference.
+// a repository of the distribution grammar and a well-formed reference; a
+// registry it takes from the path is a mirrored one, spelled by the path's
+// first component, and never taken when the request had ns=.
 func FuzzParsePath(f *testing.F) {
 	const dgst = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 	for _, p := range []string{
 		"/v2/", "/v2/library/alpine/manifests/3.20", "/v2/a/b/blobs/" + dgst, "/v2/a/tags/list",
 		"/v2/a/blobs/uploads/x", "/v2/a/referrers/" + dgst, "/v2/_catalog", "/v2/../etc/manifests/latest",
+		"/v2/docker.io/library/alpine/manifests/3.20", "/v2/localhost_5001/app/blobs/" + dgst,
+		"/v2/localhost:5001/app/tags/list", "/v2/registry.internal/docker.io/a/manifests/v1", "/v2/docker.io/manifests/v1",
 	} {
 		f.Add(p)
 	}
 	f.Fuzz(func(t *testing.T, p string) {
-		rt, err := parsePath(p)
+		withNS, nsErr := parsePath(p, nil)
+		if nsErr == nil {
+			require.Empty(t, withNS.registry, "with ns=, no registry comes from the path")
+			require.Empty(t, withNS.prefix)
+		}
+		rt, err := parsePath(p, testMirrored)
 		if err != nil {
 			require.Equal(t, route{}, rt)
 			return
+		}
+		if rt.registry != "" {
+			require.True(t, testMirrored(rt.registry), "%q is mirrored", rt.registry)
+			require.True(t, rt.prefix == rt.registry || rt.prefix == strings.Replace(rt.registry, ":", "_", 1), "%q spells %q", rt.prefix, rt.registry)
+			require.True(t, strings.HasPrefix(p, "/v2/"+rt.prefix+"/"+rt.name+"/"), "%q", p)
+		} else {
+			require.Empty(t, rt.prefix)
+			require.Equal(t, withNS, rt, "without a mirrored prefix, the path parses as it does with ns=")
 		}
 		switch rt.kind {
 		case kindBase:
