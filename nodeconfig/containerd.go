@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -72,14 +71,8 @@ func (c Containerd) state(t Target) (hostsState, error) {
 	if s.backupExists, err = exists(s.backup); err != nil {
 		return s, err
 	}
-	s.cur, err = os.ReadFile(s.file)
-	switch {
-	case err == nil:
-		s.curExists = true
-	case !errors.Is(err, fs.ErrNotExist):
-		return s, err
-	}
-	return s, nil
+	s.cur, s.curExists, err = readIfExists(s.file)
+	return s, err
 }
 
 // Apply makes t's hosts.toml send containerd to lifeboat first, and says in

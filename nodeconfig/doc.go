@@ -11,12 +11,17 @@
 // ParseTarget), lifeboat's URL (ParseMirror), and crash-safe file writes
 // (a temporary file, fsynced, renamed into place, the directory fsynced).
 //
-// A CRI-O writer (a registries.conf.d drop-in with a mirror per registry)
-// belongs beside Containerd, sharing Target, ParseMirror and the file writes.
+// For CRI-O (CRIO): rendering the registries.conf.d drop-in 50-lifeboat.conf
+// with a [[registry]] per registry whose first mirror is lifeboat at
+// <host>/<registry> (host:port written host_port, the path prefix lifeboat's
+// registry package routes by), merging the entries registries.conf or an
+// earlier drop-in has for the same prefix, refusing a later drop-in's,
+// warning about settings that keep pulls from lifeboat, and making CRI-O
+// read it (ReloadCRIO: SIGHUP).
 //
 // nodeconfig knows nothing of flags, environment variables, HTTP or metrics,
 // and imports no other lifeboat package: cmd/lifeboat parses the command
 // line and prints what these functions return. The messages and errors are
-// written for the person running `lifeboat configure-containerd`, and name
-// its flags.
+// written for the person running `lifeboat configure-containerd` or
+// `lifeboat configure-crio`, and name their flags.
 package nodeconfig

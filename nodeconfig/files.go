@@ -20,6 +20,15 @@ func exists(path string) (bool, error) {
 	return err == nil, err
 }
 
+// readIfExists reads path; a missing file is no error.
+func readIfExists(path string) (data []byte, found bool, err error) {
+	data, err = os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, false, nil
+	}
+	return data, err == nil, err
+}
+
 // mkdirs creates dir and its missing parents with mode 0755 whatever the
 // umask.
 func mkdirs(dir string) error {

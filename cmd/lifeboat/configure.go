@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -16,10 +15,13 @@ import (
 
 // configureConfig is every setting of `lifeboat configure-containerd`.
 type configureConfig struct {
-	Containerd       nodeconfig.Containerd
-	Registries       []nodeconfig.Target
-	Remove           bool
-	ContainerdConfig string
+	Containerd nodeconfig.Containerd
+	Registries []nodeconfig.Target
+	Remove     bool
+	// ContainerdConfig is where to read containerd's config (under
+	// --host-root), and hostsDir the host path it should name.
+	ContainerdConfig, hostsDir string
+	scope                      nodeScope
 }
 
 const configureUsage = `Usage: lifeboat configure-containerd [flags]
@@ -48,6 +50,11 @@ read --hosts-dir: config_path unset, pointing elsewhere, or a
 colon-separated list (containerd 2.x pulls ignore every hosts.toml then).
 Warnings do not fail the command; restart containerd after fixing its config.
 
+--host-root and --only-if-present are for a container with the host's root
+mounted somewhere (the chart's runtime: auto): paths are host paths under
+--host-root, and nothing is written unless one of the listed paths (the
+containerd socket, its config file) exists.
+
 --registries takes registry names (docker.io, ghcr.io: the real registry
 is https://<name>, or registry-1.docker.io for docker.io) or NAME=SERVER_URL
 to name the fallback (localhost:5001=http://localhost:5001).
@@ -65,15 +72,19 @@ func configureContainerd(_ context.Context, args []string, stdout, stderr io.Wri
 		return err
 	}
 	c := cfg.Containerd
+	if found, why := cfg.scope.found(); !found && !cfg.Remove {
+		fmt.Fprintf(stdout, "containerd is not on this node (%s): nothing to do\n", why)
+		return nil
+	}
 	if !cfg.Remove && cfg.ContainerdConfig != "" {
-		printWarnings(stderr, nodeconfig.CheckContainerdConfig(cfg.ContainerdConfig, c.HostsDir))
+		printWarnings(stderr, "configure-containerd", nodeconfig.CheckContainerdConfig(cfg.ContainerdConfig, cfg.hostsDir))
 	}
 	for _, r := range cfg.Registries {
 		var msg string
 		if cfg.Remove {
 			msg, err = c.Remove(r)
 		} else {
-			printWarnings(stderr, c.CheckShadowing(r))
+			printWarnings(stderr, "configure-containerd", c.CheckShadowing(r))
 			msg, err = c.Apply(r)
 		}
 		if err != nil {
@@ -84,17 +95,11 @@ func configureContainerd(_ context.Context, args []string, stdout, stderr io.Wri
 	return nil
 }
 
-func printWarnings(stderr io.Writer, warnings []string) {
-	for _, w := range warnings {
-		fmt.Fprintf(stderr, "lifeboat configure-containerd: warning: %s\n", w)
-	}
-}
-
 // loadConfigureConfig resolves defaults < LIFEBOAT_* env < flags. --help
 // prints to stdout; errors are left to the caller, one line each.
 func loadConfigureConfig(args []string, stdout io.Writer) (configureConfig, error) {
 	fs := flag.NewFlagSet("configure-containerd", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
+	var scope nodeScope
 	hostsDir := fs.String("hosts-dir", "/etc/containerd/certs.d", "containerd's registry host directory (its config_path)")
 	mirror := fs.String("mirror", "http://127.0.0.1:5000", "lifeboat's URL, as containerd reaches it (serve's --listen)")
 	var registries repeated
@@ -103,52 +108,27 @@ func loadConfigureConfig(args []string, stdout io.Writer) (configureConfig, erro
 	force := fs.Bool("force", false, "replace an existing hosts.toml instead of merging with it (it is still backed up)")
 	dialTimeout := fs.Duration("dial-timeout", time.Second, "containerd 2.x gives up connecting to lifeboat after this and uses the next host (0: containerd's default, 30s; 1.x ignores it)")
 	containerdConfig := fs.String("containerd-config", "/etc/containerd/config.toml", "containerd's config file, checked for config_path (empty: no check)")
-	fs.VisitAll(func(f *flag.Flag) { f.Usage += " (env " + envName(f.Name) + ")" })
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), configureUsage)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(stdout)
-			fs.Usage()
-		}
+	addNodeScopeFlags(fs, &scope, "containerd")
+	if err := parseNodeFlags(fs, configureUsage, args, stdout); err != nil {
 		return configureConfig{}, err
-	}
-	if fs.NArg() > 0 {
-		return configureConfig{}, fmt.Errorf("unexpected argument %q (see --help)", fs.Arg(0))
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		v, ok := os.LookupEnv(envName(f.Name))
-		if set[f.Name] || !ok || envErr != nil {
-			return
-		}
-		if err := fs.Set(f.Name, v); err != nil {
-			envErr = fmt.Errorf("%s=%q: %w", envName(f.Name), v, err)
-		}
-	})
-	if envErr != nil {
-		return configureConfig{}, envErr
 	}
 
 	cfg := configureConfig{
-		Containerd: nodeconfig.Containerd{HostsDir: *hostsDir, Force: *force, DialTimeout: *dialTimeout},
-		Remove:     *remove, ContainerdConfig: *containerdConfig,
+		Containerd: nodeconfig.Containerd{Force: *force, DialTimeout: *dialTimeout},
+		Remove:     *remove, scope: scope,
 	}
 	c := &cfg.Containerd
 	var err error
 	if c.Mirror, err = nodeconfig.ParseMirror(*mirror); err != nil {
 		return configureConfig{}, fmt.Errorf("--mirror %q: %w", *mirror, err)
 	}
-	if c.HostsDir == "" {
+	if *hostsDir == "" {
 		return configureConfig{}, errors.New("--hosts-dir must not be empty")
 	}
-	if c.HostsDir, err = filepath.Abs(c.HostsDir); err != nil {
+	if cfg.hostsDir, err = filepath.Abs(*hostsDir); err != nil {
 		return configureConfig{}, fmt.Errorf("--hosts-dir: %w", err)
 	}
+	c.HostsDir, cfg.ContainerdConfig = scope.path(cfg.hostsDir), scope.path(*containerdConfig)
 	if c.DialTimeout < 0 {
 		return configureConfig{}, fmt.Errorf("--dial-timeout %s: must not be negative", c.DialTimeout)
 	}

@@ -21,6 +21,7 @@ const usage = `lifeboat: a node-local pull-through cache for container images.
 Usage:
   lifeboat serve [flags]    serve the OCI pull API (see lifeboat serve --help)
   lifeboat configure-containerd [flags]  write containerd's hosts.toml for lifeboat (see --help)
+  lifeboat configure-crio [flags]  write CRI-O's registries.conf.d drop-in for lifeboat (see --help)
   lifeboat ls               list the cached images
   lifeboat gc [--dry-run]   evict now (least recently used first; pins kept)
   lifeboat verify [--repair]  re-hash every cached blob
@@ -28,8 +29,9 @@ Usage:
   lifeboat unpin REF...     remove a pin made by prefetch --pin
   lifeboat version          print the version
 
-containerd reaches lifeboat through /etc/containerd/certs.d/<registry>/hosts.toml;
-see the README for the file to write.
+containerd reaches lifeboat through /etc/containerd/certs.d/<registry>/hosts.toml,
+CRI-O through /etc/containers/registries.conf.d/50-lifeboat.conf; see the README
+for the files to write.
 `
 
 func main() {
@@ -49,6 +51,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = serve(ctx, args[1:], stderr)
 	case "configure-containerd":
 		err = configureContainerd(ctx, args[1:], stdout, stderr)
+	case "configure-crio":
+		err = configureCRIO(ctx, args[1:], stdout, stderr)
 	case "ls":
 		err = ls(ctx, args[1:], stdout, stderr)
 	case "gc":
