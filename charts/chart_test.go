@@ -326,6 +326,8 @@ func TestLint(t *testing.T) {
 		"defaults":    nil,
 		"full values": {"-f", fullValues},
 		"k3s":         {"--set", "containerd.hostsDir=/var/lib/rancher/k3s/agent/etc/containerd/certs.d"},
+		"crio":        {"--set", "runtime=crio"},
+		"auto":        {"--set", "runtime=auto"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -644,7 +646,8 @@ func TestCleanupHook(t *testing.T) {
 // dropped (init containers add back only what they need), requests set.
 func TestContainersLockedDown(t *testing.T) {
 	t.Parallel()
-	for name, args := range map[string][]string{"defaults": nil, "full values": {"-f", fullValues}} {
+	for name, args := range map[string][]string{"defaults": nil, "full values": {"-f", fullValues},
+		"runtime crio": {"--set", "runtime=crio"}, "runtime auto": {"--set", "runtime=auto"}} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			m := render(t, args...)
@@ -683,7 +686,7 @@ func TestContainersLockedDown(t *testing.T) {
 					if p.pod != nil && nonRoot == nil {
 						nonRoot = p.pod.RunAsNonRoot
 					}
-					if slices.Contains([]string{"fix-permissions", "configure-containerd", "remove-containerd-config"}, c.Name) {
+					if slices.Contains([]string{"fix-permissions", "configure-containerd", "remove-containerd-config", "configure-crio", "remove-crio-config"}, c.Name) {
 						assert.Equal(t, int64(0), deref(t, uid), where)
 					} else {
 						assert.NotEqual(t, int64(0), deref(t, uid), where)
@@ -945,6 +948,10 @@ func TestValuesRejected(t *testing.T) {
 		{[]string{"registries[0].name=docker.io/library"}, "name"},
 		{[]string{"registries[0].url=registry-1.docker.io"}, "url"},
 		{[]string{"containerd.hostsDir=etc/containerd/certs.d"}, "hostsDir"},
+		{[]string{"runtime=docker"}, "runtime"},
+		{[]string{"crio.confDir=registries.conf.d"}, "confDir"},
+		{[]string{"crio.detect[0]=crio.sock"}, "detect"},
+		{[]string{"crio.reload=sometimes"}, "reload"},
 		{[]string{"dataDir.hostPath=lifeboat"}, "hostPath"},
 		{[]string{"dataDir.hostPathType=File"}, "hostPathType"},
 		{[]string{"adminPort=0"}, "adminPort"},
@@ -1093,6 +1100,19 @@ func TestNotes(t *testing.T) {
 			"rollout status daemonset/rel-lifeboat",
 			"/etc/containerd/certs.d/docker.io/hosts.toml",
 			"post-delete hook removes",
+		}},
+		{"runtime crio", []string{"--set", "runtime=crio", "--set", "crio.reload=false"}, []string{
+			"CRI-O drop-in on each node:         /etc/containers/registries.conf.d/50-lifeboat.conf",
+			"cat /etc/containers/registries.conf.d/50-lifeboat.conf",
+			"http://127.0.0.1:5000/v2/docker.io/library/alpine/manifests/3.20'",
+			"crio.reload is false",
+			"removes the CRI-O drop-in from every node",
+		}},
+		{"runtime auto", []string{"--set", "runtime=auto"}, []string{
+			"/etc/containerd/certs.d/<registry>/hosts.toml",
+			"/etc/containers/registries.conf.d/50-lifeboat.conf",
+			"runtime is auto: each node's init containers configure the runtime it has",
+			"removes the hosts.toml files and CRI-O drop-ins",
 		}},
 		{"full values", []string{"-f", fullValues}, []string{
 			"/var/lib/rancher/k3s/agent/etc/containerd/certs.d/docker.io/hosts.toml",
