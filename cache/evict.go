@@ -58,6 +58,7 @@ type EvictReport struct {
 	PinnedBytes           int64
 	FreeBefore            int64 // -1 when unknown
 	DiskSize              int64 // the filesystem's size, -1 when unknown
+	MinFree               int64 // the free-disk floor applied, in bytes (MinFree or MinFreeFraction of DiskSize); 0: none
 	Needed                int64 // bytes the limits asked to free
 	Removed               []Evicted
 	Tags                  []string // tag rows removed with their images
@@ -118,6 +119,7 @@ func (s *Store) Evict(ctx context.Context, opts EvictOptions) (EvictReport, erro
 	if base.DiskSize > 0 {
 		opts.MinFree = max(opts.MinFree, int64(opts.MinFreeFraction*float64(base.DiskSize)))
 	}
+	base.MinFree = opts.MinFree
 	r, err := s.evict(ctx, opts, base)
 	r.Duration = time.Since(start)
 	return r, errors.Join(err, diskErr)

@@ -51,12 +51,17 @@ func helmBinary(t *testing.T) string {
 			}
 		}
 	}
-	msg := "helm not found on PATH or in $(go env GOPATH)/bin; install it with: " + installHelm
+	missingTool(t, "helm not found on PATH or in $(go env GOPATH)/bin; install it with: "+installHelm)
+	return ""
+}
+
+// missingTool fails the test in CI and skips it elsewhere.
+func missingTool(t *testing.T, msg string) {
+	t.Helper()
 	if os.Getenv("CI") != "" {
 		t.Fatal(msg)
 	}
 	t.Skip(msg)
-	return ""
 }
 
 // runHelm runs helm and returns its combined output.
@@ -858,7 +863,8 @@ func TestFullValues(t *testing.T) {
 		"LifeboatDown":                {`up{job="lifeboat-scrape", namespace="lb"} == 0`, "5m"},
 		"LifeboatUpstreamCircuitOpen": {"lifeboat_upstream_circuit_open", "5m"},
 		"LifeboatServingStale":        {"rate(lifeboat_proxy_stale_responses_total[5m])) > 0", ""},
-		"LifeboatFillErrors":          {`rate(lifeboat_proxy_fills_total{result!="ok"}[10m])) > 0`, ""},
+		"LifeboatFillErrors":          {`rate(lifeboat_proxy_fills_total{result!~"ok|abandoned|yielded"}[10m])) > 0`, "0s"},
+		"LifeboatDiskHeadroomLow":     {"lifeboat_cache_min_free_disk_bytes", "15m"},
 		"LifeboatDigestMismatch":      {"lifeboat_proxy_digest_mismatches_total", ""},
 		"LifeboatRateLimitLow":        {"lifeboat_upstream_ratelimit_remaining) < 25", ""},
 		"LifeboatFillsBusy":           {"lifeboat_proxy_fills_in_progress", "10m"},
@@ -960,6 +966,8 @@ func TestValuesRejected(t *testing.T) {
 		{[]string{"registryPort=7000", "adminPort=7000"}, "adminPort and registryPort are both 7000"},
 		{[]string{"image.digest=latest"}, "digest"},
 		{[]string{"tolerance=1"}, "tolerance"},
+		{[]string{"metrics.prometheusRule.for.LifeboatDown=5 minutes"}, "LifeboatDown"},
+		{[]string{"metrics.prometheusRule.for.LifeboatDwon=5m"}, "LifeboatDwon"},
 		{[]string{"config.defaultRegistry=example.com"}, `config.defaultRegistry "example.com" is not among`},
 		{[]string{"extraUpstreams[0].name=ghcr.io", "extraUpstreams[0].url=https://ghcr.io"}, "registry ghcr.io is listed twice"},
 	} {

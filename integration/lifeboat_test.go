@@ -52,13 +52,21 @@ func mainModuleGo(args ...string) *exec.Cmd {
 	return cmd
 }
 
-// requireTool finds a command-line tool: a test that needs a missing tool
-// fails in CI and skips elsewhere, naming the command that installs it.
+// requireTool finds a command-line tool on PATH or in $(go env GOPATH)/bin
+// (where go install puts helm): a test that needs a missing tool fails in
+// CI and skips elsewhere, naming the command that installs it.
 func requireTool(t *testing.T, name, install string) string {
 	t.Helper()
 	path, err := exec.LookPath(name)
 	if err == nil {
 		return path
+	}
+	if gopath, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
+		for _, dir := range filepath.SplitList(strings.TrimSpace(string(gopath))) {
+			if p := filepath.Join(dir, "bin", name); isExecutable(p) {
+				return p
+			}
+		}
 	}
 	msg := fmt.Sprintf("%s not found; install it with: %s", name, install)
 	if os.Getenv("CI") != "" {
@@ -66,6 +74,11 @@ func requireTool(t *testing.T, name, install string) string {
 	}
 	t.Skip(msg)
 	return ""
+}
+
+func isExecutable(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }
 
 // lifeboat is a running lifeboat process.

@@ -85,6 +85,7 @@ func (s *Service) record(r cache.EvictReport, outage bool) {
 	if r.FreeBefore >= 0 {
 		m.freeDisk.Set(float64(r.FreeBefore + r.Freed()))
 	}
+	m.minFreeDisk.Set(float64(r.MinFree))
 	for _, e := range r.Removed {
 		m.evictedBlobs.WithLabelValues(e.Reason).Inc()
 		m.evictedBytes.WithLabelValues(e.Reason).Add(float64(e.Size))

@@ -64,11 +64,13 @@ func New(store *cache.Store, opts Options) *Service {
 	if opts.PrefetchInterval <= 0 {
 		opts.PrefetchInterval = time.Hour
 	}
-	return &Service{
+	s := &Service{
 		store: store, proxy: opts.Proxy, upstreams: opts.Upstreams,
 		eviction: opts.Eviction.withDefaults(), prefetch: opts.Prefetch, interval: opts.PrefetchInterval,
 		log: opts.Logger, metrics: newMetrics(opts.Registerer), now: opts.Now,
 	}
+	s.metrics.maxSize.Set(float64(s.eviction.MaxSize))
+	return s
 }
 
 // Outage reports whether some upstream's circuit breaker is open: an

@@ -238,28 +238,28 @@ func (p *Proxy) runFill(bg context.Context, f *fill, m *mirror, repo string) {
 	if err != nil && errors.Is(context.Cause(ctx), errYielded) {
 		err = errYielded
 	}
-	result := "ok"
+	result := fillOK
 	switch {
 	case errors.Is(err, errRelayed):
-		result, err = "disk_full", nil // served, verified, not stored
+		result, err = fillDiskFull, nil // served, verified, not stored
 	case errors.Is(err, errAbandoned):
-		result = "abandoned"
+		result = fillAbandoned
 	case errors.Is(err, errYielded):
-		result = "yielded"
+		result = fillYielded
 		p.log.Info("blob download cancelled: no client left and another download needed its slot", "registry", m.name, "repository", repo, "digest", f.digest)
 	case errors.Is(err, ErrDiskFull):
-		result = "no_space"
+		result = fillNoSpace
 		p.log.Warn("blob download refused: it would not fit on the cache's disk", "registry", m.name, "repository", repo, "digest", f.digest, "error", err)
 	case errors.Is(err, upstream.ErrTooLarge):
-		result = "too_large"
+		result = fillTooLarge
 		p.log.Warn("blob download refused: larger than its bound; discarded", "registry", m.name, "repository", repo, "digest", f.digest, "error", err)
 	case errors.Is(err, cache.ErrDigestMismatch), errors.Is(err, cache.ErrSizeMismatch):
-		result = "digest_mismatch"
+		result = fillDigestMismatch
 		p.metrics.digestMismatch.WithLabelValues(m.name, "blob").Inc()
 		err = fmt.Errorf("%w: %w", ErrDigestMismatch, err)
 		p.log.Error("upstream sent a blob that does not match its digest; discarded", "registry", m.name, "repository", repo, "digest", f.digest, "error", err)
 	case err != nil:
-		result = "error"
+		result = fillError
 		p.upstreamFailed(m.name, repo, "blob "+f.digest.String(), err)
 	}
 	p.metrics.fills.WithLabelValues(m.name, result).Inc()

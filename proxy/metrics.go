@@ -1,11 +1,22 @@
 package proxy
 
 import (
+	"github.com/lifeboat-dev/lifeboat/upstream"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // metrics are the proxy's: stale answers, verification failures and blob
 // downloads. Labels are configured registry names and fixed words.
+//
+// Every labelled counter starts at zero for every label value known at
+// start, because a series that first appears at 1 has no earlier sample:
+// rate() and increase() read its first increment as nothing, and the alert
+// on one digest mismatch, or on the first stale answers of an outage,
+// would never fire. newMetrics does not know the registries; New calls
+// initRegistry for each configured one (a registry added later must be
+// initialized when it appears), for every value of the fixed enums:
+// stale reasons (upstream.Reasons but denied, which is never served
+// stale), fill results (fillResultLabels), mismatch kinds and busy kinds.
 type metrics struct {
 	upstreamBytes   *prometheus.CounterVec
 	stale           *prometheus.CounterVec
@@ -16,6 +27,27 @@ type metrics struct {
 	fillWaiters     prometheus.Gauge
 	busy            *prometheus.CounterVec
 }
+
+// The results of a finished fill, the closed set of its result label.
+const (
+	fillOK             = "ok"
+	fillError          = "error"
+	fillDigestMismatch = "digest_mismatch"
+	fillDiskFull       = "disk_full" // relayed from memory, not stored
+	fillNoSpace        = "no_space"
+	fillTooLarge       = "too_large"
+	fillAbandoned      = "abandoned"
+	fillYielded        = "yielded"
+)
+
+var fillResultLabels = [...]string{fillOK, fillError, fillDigestMismatch, fillDiskFull, fillNoSpace, fillTooLarge, fillAbandoned, fillYielded}
+
+// The kind labels of digest mismatches (what was discarded) and of busy
+// answers (which slot was not free).
+var (
+	mismatchKinds = [...]string{"manifest", "blob"}
+	busyKinds     = [...]string{"blob", "request"}
+)
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
@@ -56,4 +88,23 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		reg.MustRegister(m.upstreamBytes, m.stale, m.digestMismatch, m.fills, m.fillsInProgress, m.fillsQueued, m.fillWaiters, m.busy)
 	}
 	return m
+}
+
+// initRegistry creates every labelled series of registry at zero.
+func (m *metrics) initRegistry(registry string) {
+	m.upstreamBytes.WithLabelValues(registry)
+	for _, reason := range upstream.Reasons() {
+		if reason != upstream.ReasonDenied {
+			m.stale.WithLabelValues(registry, reason)
+		}
+	}
+	for _, kind := range mismatchKinds {
+		m.digestMismatch.WithLabelValues(registry, kind)
+	}
+	for _, result := range fillResultLabels {
+		m.fills.WithLabelValues(registry, result)
+	}
+	for _, kind := range busyKinds {
+		m.busy.WithLabelValues(registry, kind)
+	}
 }

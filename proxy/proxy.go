@@ -190,6 +190,7 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 		if _, dup := p.mirrors[name]; dup {
 			return nil, fmt.Errorf("upstream %s configured twice", name)
 		}
+		p.metrics.initRegistry(name)
 		p.mirrors[name] = &mirror{
 			Upstream: u, name: name,
 			fillSlots: newFillSlots(cmp.Or(u.MaxConcurrentFills, DefaultMaxConcurrentFills), p.metrics.fillsQueued),

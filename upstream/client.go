@@ -139,6 +139,7 @@ func New(cfg Config, opts Options) (*Client, error) {
 		ForceAttemptHTTP2:     true,
 		TLSClientConfig:       tlsConfig,
 	}
+	opts.Metrics.initRegistry(cfg.Name)
 	rt = opts.Metrics.instrument(cfg.Name, rt)
 	rt = userAgent{ua: opts.UserAgent, next: rt}
 	rt = schemeGuard{scheme: u.Scheme, host: u.Host, next: rt}

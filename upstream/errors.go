@@ -34,6 +34,14 @@ const (
 	ReasonOther           = "other" // any other status, or a local failure before the call
 )
 
+// Reasons is every Reason* value: the closed set of a reason label.
+func Reasons() []string {
+	return []string{
+		ReasonRefused, ReasonDNS, ReasonTLS, ReasonTimeout, ReasonNetwork, Reason5xx, Reason429,
+		ReasonAuthUnavailable, ReasonCircuitOpen, ReasonBadResponse, ReasonNotFound, ReasonDenied, ReasonOther,
+	}
+}
+
 // Error is a failed upstream call, classified: the one value metrics, logs
 // and the serve-stale policy read.
 type Error struct {

@@ -12,6 +12,15 @@ import (
 // Metrics are the upstream request, circuit and rate-limit metrics, shared
 // by every Client of a process. The registry label is a configured
 // registry name, never a value a client or upstream chose.
+//
+// Series start at zero: a counter that first appears at 1 has no earlier
+// sample, and rate() and increase() read its first increment as nothing,
+// so an alert on it would not fire. NewMetrics knows no registry; New
+// initializes each one's series when its Client is built (a registry
+// added later is initialized when its Client is): the requests counter
+// for every status class, and the circuit gauge at 0 (breakerReporter).
+// The rate-limit gauge is left out until upstream sends the header: a 0
+// would say the budget is spent.
 type Metrics struct {
 	requests    *prometheus.CounterVec
 	circuitOpen *prometheus.GaugeVec
@@ -41,6 +50,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
+// statusClasses is the closed set of the status_class label.
+var statusClasses = [...]string{"2xx", "3xx", "4xx", "5xx", "error"}
+
+// initRegistry creates registry's request series at zero. A nil *Metrics
+// does nothing.
+func (m *Metrics) initRegistry(registry string) {
+	if m == nil {
+		return
+	}
+	for _, class := range statusClasses {
+		m.requests.WithLabelValues(registry, class)
+	}
+}
+
 // instrument counts every request sent upstream. A nil *Metrics counts
 // nothing.
 func (m *Metrics) instrument(registry string, next http.RoundTripper) http.RoundTripper {
@@ -51,7 +74,7 @@ func (m *Metrics) instrument(registry string, next http.RoundTripper) http.Round
 		resp, err := next.RoundTrip(r)
 		class := "error"
 		if err == nil {
-			class = strconv.Itoa(resp.StatusCode/100) + "xx"
+			class = statusClass(resp.StatusCode)
 			if v, ok := rateLimitRemaining(resp.Header.Get("Ratelimit-Remaining")); ok {
 				m.rateLimit.WithLabelValues(registry).Set(v)
 			}
@@ -59,6 +82,15 @@ func (m *Metrics) instrument(registry string, next http.RoundTripper) http.Round
 		m.requests.WithLabelValues(registry, class).Inc()
 		return resp, err
 	})
+}
+
+// statusClass is 2xx, 3xx, 4xx or 5xx; a status outside 200-599 (a 1xx
+// never reaches here) counts as error, keeping the label set closed.
+func statusClass(code int) string {
+	if code < 200 || code > 599 {
+		return "error"
+	}
+	return strconv.Itoa(code/100) + "xx"
 }
 
 type roundTripperFunc func(*http.Request) (*http.Response, error)
