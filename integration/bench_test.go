@@ -284,7 +284,7 @@ func runWholeProcess(b *testing.B, blobSize int64) {
 
 	// 1. Hit throughput, 1 and 8 clients, against http.ServeFile of the same file (the ceiling).
 	blobFile := filepath.Join(lb.DataDir, "blobs", "sha256", ld.Hex[:2], ld.Hex)
-	ceiling := startServeFile(b, blobFile)
+	ceiling := startServeFile(b, blobFile).url
 	for _, clients := range []int{1, 8} {
 		results := map[string]float64{}
 		for _, tgt := range []struct{ name, url string }{
@@ -308,15 +308,60 @@ func runWholeProcess(b *testing.B, blobSize int64) {
 			results["lifeboat"]/results["distribution proxy"], results["distribution proxy"])
 	}
 
-	// 2. Manifest by digest and tag HEAD, 32 clients.
-	for _, tc := range []struct{ what, method, path string }{
-		{"manifest by digest GET", "GET", "/v2/bench/big/manifests/" + md.String()},
-		{"tag HEAD", "HEAD", "/v2/bench/big/manifests/v1"},
+	// 2. Manifest by digest and tag HEAD, 32 clients, beside the ceiling: a
+	// bare net/http handler serving the manifest's bytes from memory. Each
+	// row also says the CPU time the serving process spent per request.
+	manifestFile := filepath.Join(lb.DataDir, "blobs", "sha256", md.Hex[:2], md.Hex)
+	memCeiling := startServeFile(b, manifestFile)
+	withTTL := startLifeboat(b, b.TempDir(), "--upstream", "bench.test="+counter.srv.URL, "--default-registry", "bench.test", "--tag-ttl", "1h")
+	fetch(b, "GET", withTTL.URL+"/v2/bench/big/manifests/v1", false) // cached and confirmed from now on
+	digestPath, tagPath := "/v2/bench/big/manifests/"+md.String(), "/v2/bench/big/manifests/v1"
+	type target struct {
+		name, url string
+		pid       int
+	}
+	ceilingRPS := map[string]float64{}
+	for _, tc := range []struct {
+		what, method string
+		targets      []target
+	}{
+		{"manifest by digest GET", "GET", []target{
+			{"ceiling", memCeiling.url + "/memory", memCeiling.cmd.Process.Pid},
+			{"lifeboat", lb.URL + digestPath, lb.cmd.Process.Pid},
+			{"distribution proxy", baseline.url + digestPath, baseline.cmd.Process.Pid}}},
+		{"tag HEAD, tagTTL 1h", "HEAD", []target{
+			{"ceiling", memCeiling.url + "/memory", memCeiling.cmd.Process.Pid},
+			{"lifeboat", withTTL.URL + tagPath, withTTL.cmd.Process.Pid}}},
+		{"tag HEAD, tagTTL 0", "HEAD", []target{
+			{"lifeboat", lb.URL + tagPath, lb.cmd.Process.Pid},
+			{"distribution proxy", baseline.url + tagPath, baseline.cmd.Process.Pid}}},
 	} {
-		for _, tgt := range []struct{ name, url string }{{"lifeboat", lb.URL}, {"distribution proxy", baseline.url}} {
-			rps, p50, p99 := rate(b, 32, 3*time.Second, tc.method, tgt.url+tc.path)
-			row("%-22s 32 clients, %-18s %8.0f req/s  p50 %8s  p99 %8s", tc.what, tgt.name, rps, p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond))
+		for _, tgt := range tc.targets {
+			cpu0 := cpuTime(tgt.pid)
+			rps, p50, p99 := rate(b, 32, 3*time.Second, tc.method, tgt.url)
+			perReq := (cpuTime(tgt.pid) - cpu0) / time.Duration(max(rps*3, 1))
+			ratio := ""
+			if tgt.name == "ceiling" {
+				ceilingRPS[tc.what] = rps
+			} else if c := ceilingRPS[tc.what]; c > 0 {
+				ratio = fmt.Sprintf(" = %.2fx the ceiling", rps/c)
+			}
+			row("%-22s 32 clients, %-18s %8.0f req/s%s  p50 %8s  p99 %8s  CPU %4.0f µs/request", tc.what, tgt.name, rps, ratio,
+				p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond), float64(perReq)/float64(time.Microsecond))
 		}
+	}
+
+	// 5. Tag revalidation latency against an upstream 20 ms away: what
+	// lifeboat adds to one upstream round trip (a HEAD straight to it).
+	slow := newDelayed(b, up.url, 20*time.Millisecond)
+	revalidating := startLifeboat(b, b.TempDir(), "--upstream", "bench.test="+slow.URL, "--default-registry", "bench.test")
+	fetch(b, "GET", revalidating.URL+tagPath, false)
+	for _, clients := range []int{1, 32} {
+		_, d50, d99 := rate(b, clients, 3*time.Second, "HEAD", slow.URL+tagPath)
+		_, p50, p99 := rate(b, clients, 3*time.Second, "HEAD", revalidating.URL+tagPath)
+		row("tag HEAD revalidated, upstream +20 ms, %2d client(s): lifeboat p50 %8s p99 %8s; straight to upstream p50 %8s p99 %8s; added p50 %8s p99 %8s",
+			clients, p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond), d50.Round(10*time.Microsecond), d99.Round(10*time.Microsecond),
+			(p50 - d50).Round(10*time.Microsecond), (p99 - d99).Round(10*time.Microsecond))
 	}
 
 	// 4. Peak RSS over the whole run.
@@ -325,9 +370,9 @@ func runWholeProcess(b *testing.B, blobSize int64) {
 	fmt.Print(report.String())
 }
 
-// startServeFile runs testdata/servefile (plain http.ServeFile) as its own
-// process and returns its URL.
-func startServeFile(b *testing.B, file string) string {
+// startServeFile runs testdata/servefile (plain http.ServeFile, and the
+// file's bytes from memory at /memory) as its own process.
+func startServeFile(b *testing.B, file string) *process {
 	b.Helper()
 	bin := filepath.Join(filepath.Dir(binary), "servefile")
 	build := exec.Command("go", "build", "-o", bin, "./testdata/servefile")
@@ -338,7 +383,40 @@ func startServeFile(b *testing.B, file string) string {
 	require.NoError(b, cmd.Start())
 	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	waitFor(b, "http://"+addr+"/", &syncBuffer{})
-	return "http://" + addr
+	return &process{url: "http://" + addr, cmd: cmd}
+}
+
+// cpuTime is the user and system CPU time a process has used so far.
+func cpuTime(pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The fields after the command name (in parentheses, which may hold
+	// spaces): utime and stime are the 12th and 13th, in clock ticks
+	// (USER_HZ, 100 on Linux).
+	_, rest, _ := strings.Cut(string(raw), ") ")
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// newDelayed is a reverse proxy to target that holds every request for
+// delay first: an upstream that far away.
+func newDelayed(b *testing.B, target string, delay time.Duration) *httptest.Server {
+	u, err := url.Parse(target)
+	require.NoError(b, err)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(delay)
+		rp.ServeHTTP(w, r)
+	}))
+	b.Cleanup(srv.Close)
+	return srv
 }
 
 func nproc() int {

@@ -44,6 +44,7 @@ type stackOptions struct {
 	// aliases are further mirrored registry names, served by the same
 	// upstream.
 	aliases []string
+	tagTTL  time.Duration // the upstream's TagTTL
 }
 
 func newStackWith(t testing.TB, so stackOptions) *stack {
@@ -65,7 +66,7 @@ func newStackWith(t testing.TB, so stackOptions) *stack {
 	for _, cfg := range cfgs {
 		c, err := upstream.New(cfg, upstream.Options{})
 		require.NoError(t, err)
-		ups = append(ups, proxy.Upstream{Client: c})
+		ups = append(ups, proxy.Upstream{Client: c, TagTTL: so.tagTTL})
 	}
 	p, err := proxy.New(store, proxy.Options{Upstreams: ups, DefaultRegistry: "upstream.test", Registerer: reg})
 	require.NoError(t, err)
