@@ -347,6 +347,7 @@ func (s *Store) removeRows(tx *bolt.Tx, removed map[digest.Digest]bool, r *Evict
 		if err := bucket(tx, bucketTags).Delete([]byte(t)); err != nil {
 			return err
 		}
+		s.tags.forget(t)
 	}
 	for _, l := range r.TagLists {
 		if err := bucket(tx, bucketTagLists).Delete([]byte(l)); err != nil {

@@ -58,6 +58,8 @@ type Store struct {
 	mu     sync.Mutex
 	access map[digest.Digest]time.Time // not yet flushed to bbolt
 
+	tags tagMemo // tag rows, for GetTag
+
 	rebuiltFrom string // a corrupt index moved aside at Open, if any
 
 	// commitMu: a commit (rename and index row) holds it shared; eviction

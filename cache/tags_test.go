@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
@@ -122,4 +123,53 @@ func TestEvictionTakesTagListsWithTheOrphans(t *testing.T) {
 	assert.True(t, stored(s, img) && stored(s, layers[0]))
 	_, err = s.GetTagList("r", "listed")
 	assert.NoError(t, err, "a list fetched since the cutoff stays")
+}
+
+// TestTagMemoAgreesWithTheIndex: GetTag answers from memory what the index
+// holds: after racing writes and reads of one tag, after more tags than
+// the memo keeps, and after a reopen (which starts with an empty memo).
+func TestTagMemoAgreesWithTheIndex(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	require.NoError(t, err)
+	key := TagKey{Registry: "r", Repo: "app", Tag: "v1"}
+	tag := func(i int) Tag {
+		return Tag{Digest: digest.FromString(fmt.Sprint(i)), MediaType: "m", Confirmed: time.Unix(int64(i), 0).UTC()}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 50 {
+			assert.NoError(t, s.PutTag(key, tag(i)))
+		}
+	}()
+	for {
+		select {
+		case <-done:
+		default:
+			_, _ = s.GetTag(key) // fills the memo while the rows change
+			continue
+		}
+		break
+	}
+	got, err := s.GetTag(key)
+	require.NoError(t, err)
+	assert.Equal(t, tag(49), got, "the last row written")
+
+	for i := range maxMemoTags + 10 {
+		s.tags.fill(TagKey{Registry: "r", Repo: "many", Tag: fmt.Sprint(i)}.String(), tag(i), s.tags.generation())
+	}
+	assert.LessOrEqual(t, len(s.tags.m), maxMemoTags, "the memo is bounded")
+	got, err = s.GetTag(key)
+	require.NoError(t, err)
+	assert.Equal(t, tag(49), got, "a row the memo dropped is read from the index")
+	require.NoError(t, s.Close())
+
+	s, err = Open(dir, Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	got, err = s.GetTag(key)
+	require.NoError(t, err)
+	assert.Equal(t, tag(49), got)
 }

@@ -311,6 +311,7 @@ func runWholeProcess(b *testing.B, blobSize int64) {
 	// 2. Manifest by digest and tag HEAD, 32 clients, beside the ceiling: a
 	// bare net/http handler serving the manifest's bytes from memory. Each
 	// row also says the CPU time the serving process spent per request.
+	fetch(b, "GET", lb.URL+"/v2/bench/big/manifests/"+md.String(), false) // cached from now on
 	manifestFile := filepath.Join(lb.DataDir, "blobs", "sha256", md.Hex[:2], md.Hex)
 	memCeiling := startServeFile(b, manifestFile)
 	withTTL := startLifeboat(b, b.TempDir(), "--upstream", "bench.test="+counter.srv.URL, "--default-registry", "bench.test", "--tag-ttl", "1h")
@@ -380,9 +381,11 @@ func startServeFile(b *testing.B, file string) *process {
 	require.NoError(b, build.Run())
 	addr := freeAddr(b)
 	cmd := exec.Command(bin, addr, file)
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
 	require.NoError(b, cmd.Start())
 	b.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	waitFor(b, "http://"+addr+"/", &syncBuffer{})
+	waitFor(b, "http://"+addr+"/", logs)
 	return &process{url: "http://" + addr, cmd: cmd}
 }
 

@@ -148,16 +148,17 @@ func (p *Proxy) manifestByTag(ctx context.Context, m *mirror, repo, tag string) 
 		d, err := m.Client.HeadManifest(ctx, repo, tag)
 		if err != nil {
 			p.upstreamFailed(m.name, repo, "revalidate "+tag, err)
-			return d, err
 		}
+		return d, err
+	}, func(_ context.Context, d string) {
 		// Confirmed once per HEAD, not once per request sharing it (each
-		// index write is an fsync).
+		// index write is an fsync), and after they were answered. A
+		// failed write only means the next request revalidates again.
 		if digest.Digest(d) == cached.Digest {
 			if err := p.store.PutTag(key, cache.Tag{Digest: cached.Digest, MediaType: cm.MediaType, Confirmed: p.now()}); err != nil {
-				return "", err
+				p.log.Error("recording a tag's confirmation", "registry", m.name, "repository", repo, "reference", tag, "error", err)
 			}
 		}
-		return d, nil
 	})
 	if err != nil {
 		return p.staleOr(ctx, m, key, answer, cached.Confirmed, err)

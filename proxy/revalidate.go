@@ -2,19 +2,18 @@ package proxy
 
 import (
 	"context"
-	"errors"
 	"sync"
-
-	"github.com/lifeboat-dev/lifeboat/upstream"
 )
 
-// revalidations coalesces tag revalidations: concurrent requests for one tag
-// share one upstream HEAD, and no request is answered from a HEAD that was
-// sent before it arrived. Requests arriving while a HEAD is in flight queue
-// for the next one, which starts when the current one ends; so a burst of
-// any size costs upstream at most two HEADs. If the current HEAD finds
-// upstream unavailable, that finding (made after the queued requests
-// arrived) answers them too, and no second HEAD is sent.
+// revalidations coalesces tag revalidations: concurrent requests for one
+// tag share the upstream HEAD in flight, so a burst of any size costs
+// upstream one HEAD (two when it straddles the answer of one), and no
+// request waits longer than one upstream round trip. A request joins a
+// HEAD only while that HEAD's answer has not arrived: it is answered with
+// what upstream said after it arrived, or at most one round trip before.
+// (Waiting for a HEAD sent after each request arrived cost a request up to
+// two round trips.) What a HEAD found is recorded by then, after its
+// waiters were answered: the index write (an fsync) is not on their path.
 type revalidations struct {
 	// launch runs a HEAD on the proxy's own context, tracked by Close; it
 	// reports false once the proxy is closing.
@@ -24,76 +23,56 @@ type revalidations struct {
 	gate func(ctx context.Context, key string, run func(context.Context) (string, error)) (string, error)
 
 	mu sync.Mutex
-	m  map[string]*tagFlights
-}
-
-type tagFlights struct {
-	cur, next *revalidation
+	m  map[string]*revalidation
 }
 
 type revalidation struct {
-	done   chan struct{}
-	digest string
-	err    error
+	done    chan struct{}
+	waiters int // requests sharing it (under revalidations.mu)
+	digest  string
+	err     error
 }
 
-// head returns upstream's current digest for the tag, sharing the HEAD with
-// concurrent callers. run performs the HEAD on a context of its own.
-func (rv *revalidations) head(ctx context.Context, key string, run func(context.Context) (string, error)) (string, error) {
+// head returns upstream's current digest for the tag, sharing the HEAD in
+// flight with concurrent callers. run performs the HEAD on a context of
+// its own; then, if set, runs after a successful HEAD's waiters were
+// answered, with what it returned.
+func (rv *revalidations) head(ctx context.Context, key string, run func(context.Context) (string, error), then func(context.Context, string)) (string, error) {
 	rv.mu.Lock()
 	if rv.m == nil {
-		rv.m = make(map[string]*tagFlights)
+		rv.m = make(map[string]*revalidation)
 	}
-	tf := rv.m[key]
-	var mine *revalidation
-	switch {
-	case tf == nil:
-		mine = &revalidation{done: make(chan struct{})}
-		if !rv.launch(func(ctx context.Context) { rv.run(ctx, key, mine, run) }) {
+	r := rv.m[key]
+	if r == nil {
+		r = &revalidation{done: make(chan struct{})}
+		if !rv.launch(func(ctx context.Context) { rv.run(ctx, key, r, run, then) }) {
 			rv.mu.Unlock()
 			return "", errClosed
 		}
-		rv.m[key] = &tagFlights{cur: mine}
-	case tf.next == nil:
-		mine = &revalidation{done: make(chan struct{})}
-		tf.next = mine
-	default:
-		mine = tf.next
+		rv.m[key] = r
 	}
+	r.waiters++
 	rv.mu.Unlock()
 
 	select {
-	case <-mine.done:
-		return mine.digest, mine.err
+	case <-r.done:
+		return r.digest, r.err
 	case <-ctx.Done():
 		return "", ctx.Err()
 	}
 }
 
-func (rv *revalidations) run(ctx context.Context, key string, r *revalidation, run func(context.Context) (string, error)) {
-	for r != nil {
-		if rv.gate != nil {
-			r.digest, r.err = rv.gate(ctx, key, run)
-		} else {
-			r.digest, r.err = run(ctx)
-		}
-		rv.mu.Lock()
-		tf := rv.m[key]
-		next := tf.next
-		var ue *upstream.Error
-		if next != nil && r.err != nil && errors.As(r.err, &ue) && ue.Unavailable() {
-			// Upstream was found unavailable after the queued requests
-			// arrived: that answers them too.
-			next.digest, next.err = r.digest, r.err
-			close(next.done)
-			next = nil
-		}
-		tf.cur, tf.next = next, nil
-		if next == nil {
-			delete(rv.m, key)
-		}
-		rv.mu.Unlock()
-		close(r.done)
-		r = next
+func (rv *revalidations) run(ctx context.Context, key string, r *revalidation, run func(context.Context) (string, error), then func(context.Context, string)) {
+	if rv.gate != nil {
+		r.digest, r.err = rv.gate(ctx, key, run)
+	} else {
+		r.digest, r.err = run(ctx)
+	}
+	rv.mu.Lock()
+	delete(rv.m, key)
+	rv.mu.Unlock()
+	close(r.done)
+	if r.err == nil && then != nil {
+		then(ctx, r.digest)
 	}
 }

@@ -97,23 +97,30 @@ func (h *handler) record(r *http.Request, rec *recorder, o outcome, took time.Du
 	case proxy.Miss:
 		h.metrics.served.WithLabelValues("upstream").Add(float64(rec.bytes))
 	}
-	attrs := []any{
-		"method", clip(r.Method, maxLoggedInput), "path", clip(r.URL.Path, maxLoggedInput),
-		"status", rec.status, "bytes", rec.bytes, "duration", took, "kind", o.kind, "registry", o.registry,
+	if !h.log.Enabled(r.Context(), slog.LevelInfo) {
+		return
 	}
+	// LogAttrs with a fixed-size array: no value is boxed into an
+	// interface and, for a hit, nothing is allocated beyond the handler's
+	// own encoding.
+	var buf [13]slog.Attr
+	attrs := append(buf[:0],
+		slog.String("method", clip(r.Method, maxLoggedInput)), slog.String("path", clip(r.URL.Path, maxLoggedInput)),
+		slog.Int("status", rec.status), slog.Int64("bytes", rec.bytes), slog.Duration("duration", took),
+		slog.String("kind", string(o.kind)), slog.String("registry", o.registry))
 	if o.source != "" {
-		attrs = append(attrs, "cache", o.source)
+		attrs = append(attrs, slog.String("cache", string(o.source)))
 	}
 	if o.err != nil {
-		attrs = append(attrs, "error_code", o.err.code, "error", clip(o.err.message, maxLoggedError))
+		attrs = append(attrs, slog.String("error_code", o.err.code), slog.String("error", clip(o.err.message, maxLoggedError)))
 	}
 	if rec.err != nil {
-		attrs = append(attrs, "client_error", clip(rec.err.Error(), maxLoggedError))
+		attrs = append(attrs, slog.String("client_error", clip(rec.err.Error(), maxLoggedError)))
 	}
 	if o.abort {
-		attrs = append(attrs, "aborted", true)
+		attrs = append(attrs, slog.Bool("aborted", true))
 	}
-	h.log.Info("request", attrs...)
+	h.log.LogAttrs(r.Context(), slog.LevelInfo, "request", attrs...)
 }
 
 // The access line echoes client input (the method, the path, and error
@@ -203,7 +210,7 @@ func (h *handler) manifest(w http.ResponseWriter, r *http.Request, registry stri
 	hdr.Set("Docker-Content-Digest", m.Digest.String())
 	hdr.Set("Etag", `"`+m.Digest.String()+`"`)
 	hdr.Set(CacheHeader, string(m.Source))
-	serveContent(w, r, wantedRanges(w, r), int64(len(m.Body)), time.Time{}, bytes.NewReader(m.Body))
+	serveBytes(w, r, m.Body)
 	return m.Source, nil
 }
 
