@@ -148,9 +148,6 @@ func (h *handler) serve(w *recorder, r *http.Request) outcome {
 	if err == nil && rt.kind == kindUnsupport {
 		err = errUnsupported
 	}
-	if err == nil && rt.kind == kindReferrers {
-		err = errNotFound
-	}
 	if err == nil && rt.kind != kindBase {
 		// ns= (containerd), else a path prefix (CRI-O), else the default.
 		o.registry, err = h.p.Registry(cmp.Or(ns, rt.registry))
@@ -166,6 +163,8 @@ func (h *handler) serve(w *recorder, r *http.Request) outcome {
 			o.source, err = h.blob(w, r, o.registry, rt)
 		case kindTags:
 			o.source, err = h.tags(w, r, o.registry, rt)
+		case kindReferrers:
+			o.source, err = h.referrers(w, r, o.registry, rt)
 		}
 	}
 	if o.kind == "" {

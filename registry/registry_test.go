@@ -355,10 +355,3 @@ func TestRangeOfACorruptDownloadIsNeverServed(t *testing.T) {
 	assert.Equal(t, http.StatusBadGateway, resp.StatusCode, "a range is served only from a verified blob")
 	assert.Contains(t, string(body), "DIGEST_INVALID")
 }
-
-func TestReferrersAreNotFound(t *testing.T) {
-	t.Parallel()
-	s := newStack(t)
-	resp, _ := do(t, "GET", s.srv.URL+"/v2/app/referrers/sha256:"+strings.Repeat("a", 64), nil)
-	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "OCI 1.1 clients fall back to the tag schema on 404")
-}

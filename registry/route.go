@@ -19,7 +19,7 @@ const (
 	kindBlob      kind = "blob"
 	kindTags      kind = "tags"
 	kindUnsupport kind = "unsupported" // catalog, uploads: not served by a pull-through cache
-	kindReferrers kind = "referrers"   // not served: 404, so clients fall back to the tag schema (OCI 1.1)
+	kindReferrers kind = "referrers"   // the referrers API (OCI 1.1)
 )
 
 // route is a request path parsed once into what it names.
@@ -32,7 +32,7 @@ type route struct {
 	// registry decides.
 	registry, prefix string
 	name             string // repository at that registry, e.g. library/alpine
-	ref              string // tag or digest (manifests), digest (blobs)
+	ref              string // tag or digest (manifests), digest (blobs, referrers)
 }
 
 // requested is the repository as the client named it, prefix included.
@@ -81,7 +81,7 @@ func parsePath(p string, mirrored func(registry string) bool) (route, error) {
 		r = route{kind: kindBlob, name: rest[:i], ref: rest[i+len("/blobs/"):]}
 	case strings.Contains(rest, "/referrers/"):
 		i := strings.LastIndex(rest, "/referrers/")
-		r = route{kind: kindReferrers, name: rest[:i]}
+		r = route{kind: kindReferrers, name: rest[:i], ref: rest[i+len("/referrers/"):]}
 	default:
 		return route{}, errNotFound
 	}
@@ -91,7 +91,7 @@ func parsePath(p string, mirrored func(registry string) bool) (route, error) {
 		return route{}, err
 	}
 	switch r.kind {
-	case kindBlob:
+	case kindBlob, kindReferrers:
 		if _, err := digest.Parse(r.ref); err != nil {
 			return route{}, fmt.Errorf("%w %q: %v", errDigestInvalid, r.ref, err)
 		}

@@ -40,7 +40,8 @@ func TestParsePath(t *testing.T) {
 		{path: "/v2/_catalog", want: route{kind: kindUnsupport}},
 		{path: "/v2/library/alpine/blobs/uploads/", want: route{kind: kindUnsupport, name: "library/alpine"}},
 		{path: "/v2/library/alpine/blobs/uploads/abc", want: route{kind: kindUnsupport, name: "library/alpine"}},
-		{path: "/v2/library/alpine/referrers/" + dgst, want: route{kind: kindReferrers, name: "library/alpine"}},
+		{path: "/v2/library/alpine/referrers/" + dgst, want: route{kind: kindReferrers, name: "library/alpine", ref: dgst}},
+		{path: "/v2/library/alpine/referrers/latest", wantErr: errDigestInvalid},
 
 		{path: "/v2/../etc/manifests/latest", wantErr: errNameInvalid},
 		{path: "/v2/a/../b/manifests/latest", wantErr: errNameInvalid},
@@ -203,7 +204,7 @@ func FuzzParsePath(f *testing.F) {
 		require.NoError(t, err, "the distribution grammar accepts the name")
 		require.NotContains(t, strings.Split(rt.name, "/"), "..")
 		switch rt.kind {
-		case kindBlob:
+		case kindBlob, kindReferrers:
 			_, err := digest.Parse(rt.ref)
 			require.NoError(t, err)
 		case kindManifest:

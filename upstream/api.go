@@ -54,7 +54,24 @@ type Manifest struct {
 // GetManifest fetches a manifest by tag or digest, at most MaxManifestSize
 // bytes.
 func (c *Client) GetManifest(ctx context.Context, repo, ref string) (Manifest, error) {
-	resp, err := c.do(ctx, repo, http.MethodGet, c.url(repo, "manifests", ref), manifestHeader())
+	return c.getDocument(ctx, repo, "manifests", ref, manifestHeader())
+}
+
+// OCIIndex is the media type of an OCI image index: what the referrers API
+// answers.
+const OCIIndex = "application/vnd.oci.image.index.v1+json"
+
+// GetReferrers fetches the referrers API's list (OCI 1.1) of the manifests
+// that name dgst as their subject, unfiltered: an image index, at most
+// MaxManifestSize bytes. A registry without the API answers 404 (some 400
+// or 406, or something other than an index: the caller checks MediaType).
+func (c *Client) GetReferrers(ctx context.Context, repo, dgst string) (Manifest, error) {
+	return c.getDocument(ctx, repo, "referrers", dgst, http.Header{"Accept": {OCIIndex}})
+}
+
+// getDocument GETs /v2/<repo>/<kind>/<ref>, a manifest-sized JSON document.
+func (c *Client) getDocument(ctx context.Context, repo, kind, ref string, header http.Header) (Manifest, error) {
+	resp, err := c.do(ctx, repo, http.MethodGet, c.url(repo, kind, ref), header)
 	if err != nil {
 		return Manifest{}, err
 	}
@@ -64,7 +81,7 @@ func (c *Client) GetManifest(ctx context.Context, repo, ref string) (Manifest, e
 		return Manifest{}, c.classify(err)
 	}
 	if len(body) > MaxManifestSize {
-		return Manifest{}, &Error{Registry: c.cfg.Name, Reason: ReasonBadResponse, Err: fmt.Errorf("manifest %s/%s:%s: %w (%d bytes)", c.cfg.Name, repo, ref, ErrTooLarge, MaxManifestSize)}
+		return Manifest{}, &Error{Registry: c.cfg.Name, Reason: ReasonBadResponse, Err: fmt.Errorf("%s %s/%s:%s: %w (%d bytes)", strings.TrimSuffix(kind, "s"), c.cfg.Name, repo, ref, ErrTooLarge, MaxManifestSize)}
 	}
 	mt, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
 	return Manifest{Body: body, MediaType: strings.TrimSpace(mt), Digest: resp.Header.Get("Docker-Content-Digest")}, nil

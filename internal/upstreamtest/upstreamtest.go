@@ -80,6 +80,17 @@ type Upstream struct {
 	password string
 	realm    string                   // if set, the challenge names this token realm instead of /token
 	holds    map[string]chan struct{} // requests by key wait for the channel to close: see Hold
+	noRefAPI bool                     // answer the referrers API 404: see SetReferrersAPI
+}
+
+// SetReferrersAPI turns the referrers API (OCI 1.1, on by default) off or
+// on: off, it answers 404 as a registry without it does, and clients
+// that push an artifact with a subject keep the referrers tag schema's
+// tag (sha256-<hex>) up to date instead.
+func (u *Upstream) SetReferrersAPI(on bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.noRefAPI = !on
 }
 
 // SetRateLimitRemaining makes manifest answers carry Docker Hub's
@@ -171,7 +182,7 @@ func Start(t testing.TB) *Upstream {
 	t.Helper()
 	u := &Upstream{requests: map[string]int{}, byAgent: map[string]int{}, inflight: map[string]int{}, peak: map[string]int{}}
 	u.mode.Store(OK)
-	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)))
+	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)), ggcrregistry.WithReferrersSupport(true))
 	u.srv = httptest.NewServer(u.wrap(reg))
 	u.URL = u.srv.URL
 	u.Host = strings.TrimPrefix(u.URL, "http://")
@@ -251,6 +262,8 @@ func requestKind(path string) string {
 		return "blobs"
 	case strings.HasSuffix(path, "/tags/list"):
 		return "tags"
+	case strings.Contains(path, "/referrers/"):
+		return "referrers"
 	case path == "/token":
 		return "token"
 	}
@@ -274,8 +287,9 @@ func (u *Upstream) wrap(next http.Handler) http.Handler {
 		if u.rateLeft != "" && requestKind(r.URL.Path) == "manifests" {
 			w.Header().Set("Ratelimit-Remaining", u.rateLeft)
 		}
-		gate := u.holds[key]
+		gate, noRefAPI := u.holds[key], u.noRefAPI
 		u.mu.Unlock()
+
 		if gate != nil {
 			select {
 			case <-gate:
@@ -306,6 +320,10 @@ func (u *Upstream) wrap(next http.Handler) http.Handler {
 			w = &throttled{ResponseWriter: w}
 		}
 		if u.authorize(w, r, mode) {
+			return
+		}
+		if noRefAPI && requestKind(r.URL.Path) == "referrers" {
+			http.Error(w, `{"errors":[{"code":"NAME_UNKNOWN","message":"no referrers API"}]}`, http.StatusNotFound)
 			return
 		}
 		switch {
