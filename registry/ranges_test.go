@@ -10,9 +10,11 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -231,4 +233,72 @@ func FuzzRangeHeader(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestRangesOfADownloadInProgress: what containerd 2.1+'s parallel layer
+// fetch (open-ended bytes=N- beside bounded parts) and stargz snapshotters
+// (several ranges in one request) send for a blob still downloading. Every
+// request joins the one download (never restarted), waits for its bytes
+// to be verified, and gets exactly its range; multi-range as a
+// multipart/byteranges answer.
+func TestRangesOfADownloadInProgress(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	_, path, blob := s.pushImage(t, 1<<20)
+	size := len(blob)
+	half := size / 2
+	release := s.up.Hold("GET blobs")
+	defer release()
+
+	type answer struct {
+		resp *http.Response
+		body []byte
+	}
+	headers := []string{"bytes=" + strconv.Itoa(half) + "-", "bytes=0-" + strconv.Itoa(half-1), "bytes=0-99,200-299", ""}
+	answers := make([]answer, len(headers))
+	var wg sync.WaitGroup
+	for i, h := range headers {
+		wg.Go(func() {
+			var hdr http.Header
+			if h != "" {
+				hdr = http.Header{"Range": {h}}
+			}
+			answers[i].resp, answers[i].body = do(t, "GET", s.srv.URL+path, hdr)
+		})
+	}
+	require.Eventually(t, func() bool {
+		return gauge(t, s.reg, "lifeboat_proxy_fill_clients") == float64(len(headers)) && s.up.InFlight("GET blobs") == 1
+	}, 10*time.Second, 5*time.Millisecond, "every request waits on the one download")
+	release()
+	wg.Wait()
+
+	assert.Equal(t, 1, s.up.Requests("GET blobs"), "one download, never restarted")
+	open, first, multi, whole := answers[0], answers[1], answers[2], answers[3]
+	require.Equal(t, http.StatusPartialContent, open.resp.StatusCode)
+	assert.Equal(t, blob[half:], open.body)
+	assert.Equal(t, fmt.Sprintf("bytes %d-%d/%d", half, size-1, size), open.resp.Header.Get("Content-Range"))
+	require.Equal(t, http.StatusPartialContent, first.resp.StatusCode)
+	assert.Equal(t, blob[:half], first.body)
+	require.Equal(t, http.StatusPartialContent, multi.resp.StatusCode)
+	assert.Equal(t, [][]byte{blob[0:100], blob[200:300]}, multipartBodies(t, multi.resp, multi.body))
+	require.Equal(t, http.StatusOK, whole.resp.StatusCode)
+	assert.Equal(t, blob, whole.body)
+
+	resp, body := do(t, "GET", s.srv.URL+path, http.Header{"Range": {"bytes=" + strconv.Itoa(size-10) + "-"}})
+	require.Equal(t, http.StatusPartialContent, resp.StatusCode, "open-ended, cached")
+	assert.Equal(t, blob[size-10:], body)
+	assert.Equal(t, "hit", resp.Header.Get(CacheHeader))
+}
+
+// gauge reads an unlabelled gauge from reg.
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return 0
 }
