@@ -42,7 +42,7 @@ func BenchmarkWholeProcess(b *testing.B) {
 
 // distribution builds distribution's registry (a tool dependency in
 // integration/go.mod).
-func distribution(b *testing.B) string {
+func distribution(b testing.TB) string {
 	b.Helper()
 	bin := filepath.Join(filepath.Dir(binary), "registry")
 	if _, err := os.Stat(bin); err == nil {
@@ -61,7 +61,7 @@ type process struct {
 
 // startRegistry runs distribution's registry with filesystem storage;
 // proxyTo, if set, makes it a pull-through cache of that URL.
-func startRegistry(b *testing.B, bin, proxyTo string) *process {
+func startRegistry(b testing.TB, bin, proxyTo string) *process {
 	b.Helper()
 	dir := b.TempDir()
 	addr := freeAddr(b)
