@@ -106,7 +106,9 @@ func TestVerifySendsPrivateManifestsToTheRegistry(t *testing.T) {
 	require.ErrorIs(t, err, ErrPrivateVerify, "by digest too")
 	_, _, err = e.p.Tags(ctx, privateRegistry, "team/app")
 	require.ErrorIs(t, err, ErrPrivateVerify, "and the tag list")
-	assert.InDelta(t, 4, e.answers(privateRegistry, "verify"), 0)
+	_, err = e.p.Referrers(ctx, privateRegistry, "team/app", digest.Digest(d.String()))
+	require.ErrorIs(t, err, ErrPrivateVerify, "and the referrers of a private manifest")
+	assert.InDelta(t, 5, e.answers(privateRegistry, "verify"), 0)
 
 	layers, err := e.img.Layers()
 	require.NoError(t, err)

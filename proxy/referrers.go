@@ -49,6 +49,13 @@ func (p *Proxy) Referrers(ctx context.Context, registry, repo string, subject di
 		return nil, err
 	}
 	repo = m.Client.RepoPath(repo)
+	// A private repository's referrers are as private as its manifests:
+	// under PrivateVerify the client is sent to the registry while it
+	// answers, and the outage policy decides otherwise (verifyPrivate
+	// checks the subject; an outage answer it allows goes on below).
+	if _, err, done := p.verifyPrivate(ctx, m, repo, subject.String()); done && err != nil {
+		return nil, err
+	}
 	key := cache.TagKey{Registry: m.name, Repo: repo, Tag: referrersTag(subject)}
 	timeouts := m.Client.Timeouts()
 	var cached *Manifest
