@@ -58,6 +58,47 @@ type private struct {
 	answers  *prometheus.CounterVec
 	checks   *prometheus.CounterVec
 	checking sync.Map // registry/repo → struct{}: a background check runs
+
+	// known keeps the repository records read or written, so that a
+	// manifest answer costs no index read for them (the hot path).
+	mu    sync.Mutex
+	known map[string]cache.RepoAccess
+}
+
+// maxKnownRepos bounds private.known; past it the map starts over.
+const maxKnownRepos = 1 << 16
+
+// repoAccess is what upstream last said of repo to an anonymous client.
+func (p *Proxy) repoAccess(registry, repo string) (cache.RepoAccess, error) {
+	key := registry + "/" + repo
+	p.private.mu.Lock()
+	rec, ok := p.private.known[key]
+	p.private.mu.Unlock()
+	if ok {
+		return rec, nil
+	}
+	rec, err := p.store.GetRepoAccess(registry, repo)
+	if err == nil {
+		p.private.remember(key, rec)
+	}
+	return rec, err
+}
+
+func (p *Proxy) putRepoAccess(registry, repo string, rec cache.RepoAccess) error {
+	if err := p.store.PutRepoAccess(registry, repo, rec); err != nil {
+		return err
+	}
+	p.private.remember(registry+"/"+repo, rec)
+	return nil
+}
+
+func (pr *private) remember(key string, rec cache.RepoAccess) {
+	pr.mu.Lock()
+	defer pr.mu.Unlock()
+	if pr.known == nil || len(pr.known) >= maxKnownRepos {
+		pr.known = make(map[string]cache.RepoAccess)
+	}
+	pr.known[key] = rec
 }
 
 func newPrivate(reg prometheus.Registerer) *private {
@@ -84,7 +125,7 @@ func (p *Proxy) verifyPrivate(ctx context.Context, m *mirror, repo, ref string) 
 	if m.PrivateContent != PrivateVerify {
 		return nil, nil, false
 	}
-	rec, err := p.store.GetRepoAccess(m.name, repo)
+	rec, err := p.repoAccess(m.name, repo)
 	if err != nil && !errors.Is(err, cache.ErrNotFound) {
 		return nil, err, true
 	}
@@ -144,7 +185,7 @@ func (p *Proxy) checkAccess(ctx context.Context, m *mirror, repo, ref string) (b
 		result = "private"
 	}
 	p.private.checks.WithLabelValues(m.name, result).Inc()
-	if err := p.store.PutRepoAccess(m.name, repo, cache.RepoAccess{Private: isPrivate, Checked: p.now()}); err != nil {
+	if err := p.putRepoAccess(m.name, repo, cache.RepoAccess{Private: isPrivate, Checked: p.now()}); err != nil {
 		return false, err
 	}
 	return isPrivate, nil
@@ -155,7 +196,7 @@ func (p *Proxy) checkAccess(ctx context.Context, m *mirror, repo, ref string) (b
 // was checked less than accessRecheck ago: `lifeboat ls` shows it, and
 // PrivateVerify reads it.
 func (p *Proxy) noteAccess(m *mirror, repo, ref string) {
-	if rec, err := p.store.GetRepoAccess(m.name, repo); err == nil && p.now().Sub(rec.Checked) < accessRecheck {
+	if rec, err := p.repoAccess(m.name, repo); err == nil && p.now().Sub(rec.Checked) < accessRecheck {
 		return
 	}
 	key := m.name + "/" + repo
@@ -256,7 +297,7 @@ func (p *Proxy) privateTags(m *mirror, repo string, unavailable bool) error {
 	if m.PrivateContent != PrivateVerify {
 		return nil
 	}
-	rec, err := p.store.GetRepoAccess(m.name, repo)
+	rec, err := p.repoAccess(m.name, repo)
 	switch {
 	case err != nil || !rec.Private:
 		return nil
