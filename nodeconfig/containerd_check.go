@@ -30,25 +30,9 @@ func CheckContainerdConfig(path, hostsDir string) []string {
 	if err != nil {
 		return []string{fmt.Sprintf("cannot check containerd's config_path: %v", err)}
 	}
-	var cfg map[string]any
-	if err := toml.Unmarshal(raw, &cfg); err != nil {
-		return []string{fmt.Sprintf("cannot check containerd's config_path: %s: %v", path, tomlError(err))}
-	}
-
-	// Where config_path lives depends on the config's version: 1 and 2
-	// are containerd 1.x's formats (2.x migrates a version 2 file on
-	// load), 3 is 2.x's.
-	version, _ := cfg["version"].(int64)
-	plugin, onlyV2 := "io.containerd.grpc.v1.cri", false
-	switch {
-	case version >= 3:
-		plugin, onlyV2 = "io.containerd.cri.v1.images", true
-	case version < 2:
-		plugin = "cri"
-	}
-	table := fmt.Sprintf("[plugins.%q.registry]", plugin)
-	if plugin == "cri" {
-		table = "[plugins.cri.registry]"
+	cfg, plugin, table, onlyV2, err := parseContainerdConfig(raw)
+	if err != nil {
+		return []string{fmt.Sprintf("cannot check containerd's config_path: %s: %v", path, err)}
 	}
 	v, found := lookup(cfg, "plugins", plugin, "registry", "config_path")
 	if !found {
@@ -85,6 +69,45 @@ func CheckContainerdConfig(path, hostsDir string) []string {
 			path, configPath, who, hostsDir))
 	}
 	return warnings
+}
+
+// parseContainerdConfig decodes a containerd config and says where its
+// config_path lives, which depends on the config's version: 1 and 2 are
+// containerd 1.x's formats (2.x migrates a version 2 file on load), 3 and
+// later are 2.x's (onlyV2).
+func parseContainerdConfig(raw []byte) (cfg map[string]any, plugin, table string, onlyV2 bool, err error) {
+	if err := toml.Unmarshal(raw, &cfg); err != nil {
+		return nil, "", "", false, tomlError(err)
+	}
+	version, _ := cfg["version"].(int64)
+	plugin = "io.containerd.grpc.v1.cri"
+	switch {
+	case version >= 3:
+		plugin, onlyV2 = "io.containerd.cri.v1.images", true
+	case version < 2:
+		plugin = "cri"
+	}
+	table = fmt.Sprintf("[plugins.%q.registry]", plugin)
+	if plugin == "cri" {
+		table = "[plugins.cri.registry]"
+	}
+	return cfg, plugin, table, onlyV2, nil
+}
+
+// ContainerdConfigPath is the config_path containerd's config file at path
+// sets ("" when unset), to compare with what a running containerd loaded.
+func ContainerdConfigPath(path string) (string, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	cfg, plugin, _, _, err := parseContainerdConfig(raw)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	v, _ := lookup(cfg, "plugins", plugin, "registry", "config_path")
+	s, _ := v.(string)
+	return s, nil
 }
 
 // lookup walks nested TOML tables.
