@@ -89,7 +89,7 @@ func checkConfigFile(configFile, hostsDir string) Finding {
 	}
 	if ws := CheckContainerdConfig(configFile, hostsDir); len(ws) > 0 {
 		f.Status, f.Detail = Fail, strings.Join(ws, "; ")
-		f.Fix = "set config_path = " + tomlString(hostsDir) + " and restart containerd (containerd reads config_path only at start)"
+		f.Fix = "containerd reads config_path only at start: restart it after the change"
 		return f
 	}
 	f.Detail = fmt.Sprintf("%s sets config_path = %s", configFile, tomlString(path))

@@ -22,6 +22,7 @@ Usage:
   lifeboat serve [flags]    serve the OCI pull API (see lifeboat serve --help)
   lifeboat configure-containerd [flags]  write containerd's hosts.toml for lifeboat (see --help)
   lifeboat configure-crio [flags]  write CRI-O's registries.conf.d drop-in for lifeboat (see --help)
+  lifeboat doctor [flags]   check that this node's runtime pulls through lifeboat (see --help)
   lifeboat ls               list the cached images
   lifeboat gc [--dry-run]   evict now (least recently used first; pins kept)
   lifeboat verify [--repair]  re-hash every cached blob
@@ -53,6 +54,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = configureContainerd(ctx, args[1:], stdout, stderr)
 	case "configure-crio":
 		err = configureCRIO(ctx, args[1:], stdout, stderr)
+	case "doctor":
+		err = doctor(ctx, args[1:], stdout, stderr)
 	case "ls":
 		err = ls(ctx, args[1:], stdout, stderr)
 	case "gc":
@@ -73,6 +76,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
+	}
+	if errors.Is(err, errDoctorFailed) {
+		return 1
 	}
 	if errors.Is(err, errDamaged) {
 		return 3
