@@ -60,6 +60,14 @@ type serveConfig struct {
 	Prefetch         []prefetchConfig
 	PrefetchInterval time.Duration
 	ContainerdSocket string
+	NodeCheck        nodeCheckConfig
+}
+
+// nodeCheckConfig is what serve checks of the node's runtime configuration
+// for lifeboat_node_config_ok: the cheap part of lifeboat doctor.
+type nodeCheckConfig struct {
+	ContainerdHostsDir, ContainerdConfig, CRIOConfDir, HostRoot string
+	Interval                                                    time.Duration
 }
 
 // upstreamSettings are the settings an upstream entry may override; the

@@ -223,7 +223,12 @@ func settingExamples(t *testing.T) map[string]settingExample {
 		"eviction.keepDuringOutage": {value: "12h", get: dur(func(c serveConfig) time.Duration { return c.Eviction.KeepDuringOutage }), want: 12 * time.Hour},
 		"prefetch": {yaml: "\n  - ref: docker.io/library/alpine:3.20\n    platforms: [linux/arm64]",
 			get: func(c serveConfig) any { return c.Prefetch }, want: []prefetchConfig{{Ref: "docker.io/library/alpine:3.20", Platforms: []string{"linux/arm64"}}}},
-		"prefetchInterval": {value: "2h", get: dur(func(c serveConfig) time.Duration { return c.PrefetchInterval }), want: 2 * time.Hour},
+		"check-containerd-hosts-dir": {value: "/etc/c", get: func(c serveConfig) any { return c.NodeCheck.ContainerdHostsDir }, want: "/etc/c"},
+		"check-containerd-config":    {value: "/etc/c.toml", get: func(c serveConfig) any { return c.NodeCheck.ContainerdConfig }, want: "/etc/c.toml"},
+		"check-crio-conf-dir":        {value: "/etc/r.d", get: func(c serveConfig) any { return c.NodeCheck.CRIOConfDir }, want: "/etc/r.d"},
+		"check-host-root":            {value: "/host", get: func(c serveConfig) any { return c.NodeCheck.HostRoot }, want: "/host"},
+		"nodeCheck.interval":         {value: "3m", get: dur(func(c serveConfig) time.Duration { return c.NodeCheck.Interval }), want: 3 * time.Minute},
+		"prefetchInterval":           {value: "2h", get: dur(func(c serveConfig) time.Duration { return c.PrefetchInterval }), want: 2 * time.Hour},
 	}
 }
 

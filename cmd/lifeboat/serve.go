@@ -146,6 +146,9 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	})
 	g.Go(func() error { svc.maintenance.RunEviction(gctx); return nil })
 	g.Go(func() error { svc.maintenance.RunPrefetch(gctx); return nil })
+	if nc := newNodeChecker(cfg, cfg.Listen, reg, log); nc != nil {
+		g.Go(func() error { nc.run(gctx); return nil })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		ready.Store(false)

@@ -130,6 +130,16 @@ func settingsTable() []setting {
 			set: field(time.ParseDuration, func(c *serveConfig) *time.Duration { return &c.PrefetchInterval })},
 		{flag: "containerd-socket", key: "containerdSocket", help: "containerd's `socket`: images containerd holds (CRI ListImages) are pinned, never evicted (empty: off)",
 			set: field(parseText, func(c *serveConfig) *string { return &c.ContainerdSocket })},
+		{flag: "check-containerd-hosts-dir", key: "nodeCheck.containerdHostsDir", help: "containerd's hosts `directory` (config_path): checked every nodeCheck.interval to hold lifeboat's hosts.toml for each upstream, for lifeboat_node_config_ok (empty: not checked)",
+			set: field(parseText, func(c *serveConfig) *string { return &c.NodeCheck.ContainerdHostsDir })},
+		{flag: "check-containerd-config", key: "nodeCheck.containerdConfig", help: "containerd's config `file`: checked to point config_path at --check-containerd-hosts-dir (empty: not checked)",
+			set: field(parseText, func(c *serveConfig) *string { return &c.NodeCheck.ContainerdConfig })},
+		{flag: "check-crio-conf-dir", key: "nodeCheck.crioConfDir", help: "CRI-O's registries.conf.d `directory`: checked to hold lifeboat's drop-in naming it first for each upstream (empty: not checked)",
+			set: field(parseText, func(c *serveConfig) *string { return &c.NodeCheck.CRIOConfDir })},
+		{flag: "check-host-root", key: "nodeCheck.hostRoot", help: "the host's root `directory` as lifeboat sees it: the checked paths are host paths under it (empty: /)",
+			set: field(parseText, func(c *serveConfig) *string { return &c.NodeCheck.HostRoot })},
+		{key: "nodeCheck.interval", def: "1m", help: "how often the node's runtime configuration is checked",
+			set: field(positiveDuration, func(c *serveConfig) *time.Duration { return &c.NodeCheck.Interval })},
 	}
 }
 
