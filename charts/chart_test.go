@@ -860,14 +860,15 @@ func TestFullValues(t *testing.T) {
 	rules := alertRules(t, m, name)
 	assert.NotContains(t, rules, "LifeboatRequestsFailing", "disabled in the values")
 	for alert, want := range map[string]struct{ expr, dur string }{
-		"LifeboatDown":                {`up{job="lifeboat-scrape", namespace="lb"} == 0`, "5m"},
-		"LifeboatUpstreamCircuitOpen": {"lifeboat_upstream_circuit_open", "5m"},
-		"LifeboatServingStale":        {"rate(lifeboat_proxy_stale_responses_total[5m])) > 0", ""},
-		"LifeboatFillErrors":          {`rate(lifeboat_proxy_fills_total{result!~"ok|abandoned|yielded"}[10m])) > 0`, "0s"},
-		"LifeboatDiskHeadroomLow":     {"lifeboat_cache_min_free_disk_bytes", "15m"},
-		"LifeboatDigestMismatch":      {"lifeboat_proxy_digest_mismatches_total", ""},
-		"LifeboatRateLimitLow":        {"lifeboat_upstream_ratelimit_remaining) < 25", ""},
-		"LifeboatFillsBusy":           {"lifeboat_proxy_fills_in_progress", "10m"},
+		"LifeboatDown":                    {`up{job="lifeboat-scrape", namespace="lb"} == 0`, "5m"},
+		"LifeboatUpstreamCircuitOpen":     {"lifeboat_upstream_circuit_open", "5m"},
+		"LifeboatServingStale":            {"rate(lifeboat_proxy_stale_responses_total[5m])) > 0", ""},
+		"LifeboatFillErrors":              {`rate(lifeboat_proxy_fills_total{result!~"ok|abandoned|yielded"}[10m])) > 0`, "0s"},
+		"LifeboatDiskHeadroomLow":         {"lifeboat_cache_min_free_disk_bytes", "15m"},
+		"LifeboatRuntimeBypassesLifeboat": {"lifeboat_node_config_ok == 0", "10m"},
+		"LifeboatDigestMismatch":          {"lifeboat_proxy_digest_mismatches_total", ""},
+		"LifeboatRateLimitLow":            {"lifeboat_upstream_ratelimit_remaining) < 25", ""},
+		"LifeboatFillsBusy":               {"lifeboat_proxy_fills_in_progress", "10m"},
 	} {
 		r, ok := rules[alert]
 		if assert.True(t, ok, "alert %s missing", alert) {

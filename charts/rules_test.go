@@ -196,6 +196,16 @@ var alertScenarios = map[string][]scenario{
 			`lifeboat_cache_min_free_disk_bytes{` + inst + `}`: "0x40",
 		}, []evalAt{afterFor(1)}},
 	},
+	"LifeboatRuntimeBypassesLifeboat": {
+		{"fires", map[string]string{
+			`lifeboat_node_config_ok{` + inst + `}`:                          "1 1 0x30",
+			`lifeboat_node_config_ok{instance="b", job="j", namespace="lb"}`: "1x30",
+		}, []evalAt{afterFor(1), afterFor(3, map[string]string{"instance": "10.0.0.1:9090", "job": "rel-lifeboat-metrics", "namespace": "lb"})}},
+		{"quiet", map[string]string{`lifeboat_node_config_ok{` + inst + `}`: "1 0 0 1x30"}, // a short gap: the init container rewrote the files
+			[]evalAt{afterFor(3)}},
+		{"first", map[string]string{`lifeboat_node_config_ok{` + inst + `}`: "0x30"}, // bypassed from the start
+			[]evalAt{afterFor(1, map[string]string{"instance": "10.0.0.1:9090", "job": "rel-lifeboat-metrics", "namespace": "lb"})}},
+	},
 }
 
 // TestAlertRules renders the chart's PrometheusRule, writes its groups as
