@@ -278,6 +278,17 @@ type lifeboatConfig struct {
 	PrefetchInterval     string           `json:"prefetchInterval"`
 	Prefetch             []lbPrefetch     `json:"prefetch"`
 	Upstreams            []lifeboatUpstrm `json:"upstreams"`
+	NodeCheck            *lbNodeCheck     `json:"nodeCheck"`
+}
+
+// lbNodeCheck is what lifeboat checks of the runtime's configuration for
+// lifeboat_node_config_ok.
+type lbNodeCheck struct {
+	ContainerdHostsDir string `json:"containerdHostsDir"`
+	ContainerdConfig   string `json:"containerdConfig"`
+	CRIOConfDir        string `json:"crioConfDir"`
+	HostRoot           string `json:"hostRoot"`
+	OnlyIfPresent      bool   `json:"onlyIfPresent"`
 }
 
 type lbPrefetch struct {
@@ -427,6 +438,9 @@ func TestDefaults(t *testing.T) {
 	assert.Equal(t, map[string]string{
 		"data":   "/var/lib/lifeboat",
 		"config": "/etc/lifeboat/config:ro",
+		// What lifeboat_node_config_ok and lifeboat doctor check, read-only.
+		"containerd-config": "/etc/containerd:ro",
+		"containerd-hosts":  "/etc/containerd/certs.d:ro",
 	}, mounts(c), "no credentials without credentials.existingSecret")
 	data := findVolume(t, pod.Volumes, "data")
 	require.NotNil(t, data.HostPath)

@@ -275,3 +275,39 @@ func tree(t *testing.T, root string) []string {
 	}))
 	return out
 }
+
+// TestNodeCheckFollowsRuntime: lifeboat checks (lifeboat_node_config_ok)
+// the files the init containers write, mounted read-only where they are.
+func TestNodeCheckFollowsRuntime(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		runtime string
+		want    lbNodeCheck
+		mounts  map[string]string
+	}{
+		{"containerd", lbNodeCheck{ContainerdHostsDir: "/etc/containerd/certs.d", ContainerdConfig: "/etc/containerd/config.toml"},
+			map[string]string{"containerd-config": "/etc/containerd:ro", "containerd-hosts": "/etc/containerd/certs.d:ro"}},
+		{"crio", lbNodeCheck{CRIOConfDir: "/etc/containers/registries.conf.d"},
+			map[string]string{"crio-conf-dir": "/etc/containers/registries.conf.d:ro"}},
+		{"auto", lbNodeCheck{ContainerdHostsDir: "/etc/containerd/certs.d", ContainerdConfig: "/etc/containerd/config.toml",
+			CRIOConfDir: "/etc/containers/registries.conf.d", HostRoot: "/host", OnlyIfPresent: true},
+			map[string]string{"host-etc": "/host/etc:ro"}},
+	} {
+		t.Run(tc.runtime, func(t *testing.T) {
+			t.Parallel()
+			m := render(t, "--set", "runtime="+tc.runtime)
+			cfg, _ := m.lifeboatConfig(t, release+"-lifeboat")
+			require.NotNil(t, cfg.NodeCheck)
+			assert.Equal(t, tc.want, *cfg.NodeCheck)
+			var ds daemonSet
+			m.get(t, "DaemonSet", release+"-lifeboat", &ds)
+			got := mounts(findContainer(t, ds.Spec.Template.Spec.Containers, "lifeboat"))
+			for name, at := range tc.mounts {
+				assert.Equal(t, at, got[name], name)
+			}
+		})
+	}
+	m := render(t, "--set", "containerd.configure=false")
+	cfg, _ := m.lifeboatConfig(t, release+"-lifeboat")
+	assert.Nil(t, cfg.NodeCheck, "nothing written, nothing checked")
+}

@@ -67,6 +67,7 @@ type serveConfig struct {
 // for lifeboat_node_config_ok: the cheap part of lifeboat doctor.
 type nodeCheckConfig struct {
 	ContainerdHostsDir, ContainerdConfig, CRIOConfDir, HostRoot string
+	OnlyIfPresent                                               bool
 	Interval                                                    time.Duration
 }
 

@@ -227,6 +227,7 @@ func settingExamples(t *testing.T) map[string]settingExample {
 		"check-containerd-config":    {value: "/etc/c.toml", get: func(c serveConfig) any { return c.NodeCheck.ContainerdConfig }, want: "/etc/c.toml"},
 		"check-crio-conf-dir":        {value: "/etc/r.d", get: func(c serveConfig) any { return c.NodeCheck.CRIOConfDir }, want: "/etc/r.d"},
 		"check-host-root":            {value: "/host", get: func(c serveConfig) any { return c.NodeCheck.HostRoot }, want: "/host"},
+		"nodeCheck.onlyIfPresent":    {value: "true", get: func(c serveConfig) any { return c.NodeCheck.OnlyIfPresent }, want: true},
 		"nodeCheck.interval":         {value: "3m", get: dur(func(c serveConfig) time.Duration { return c.NodeCheck.Interval }), want: 3 * time.Minute},
 		"prefetchInterval":           {value: "2h", get: dur(func(c serveConfig) time.Duration { return c.PrefetchInterval }), want: 2 * time.Hour},
 	}

@@ -71,11 +71,17 @@ func (c *nodeChecker) check() {
 		}
 		return filepath.Join(c.cfg.HostRoot, p)
 	}
-	if d := c.cfg.ContainerdHostsDir; d != "" {
+	skip := func(paths ...string) bool {
+		if !c.cfg.OnlyIfPresent {
+			return false
+		}
+		return !slices.ContainsFunc(paths, func(p string) bool { return p != "" && present(under(p)) })
+	}
+	if d := c.cfg.ContainerdHostsDir; d != "" && !skip(d, c.cfg.ContainerdConfig) {
 		ctd := nodeconfig.Containerd{HostsDir: under(d), Mirror: c.mirror}
 		findings = append(findings, ctd.CheckContainerd(under(c.cfg.ContainerdConfig), d, c.targets)...)
 	}
-	if d := c.cfg.CRIOConfDir; d != "" {
+	if d := c.cfg.CRIOConfDir; d != "" && !skip(d) {
 		findings = append(findings, nodeconfig.CRIO{Root: c.cfg.HostRoot, ConfDir: d, Mirror: c.mirror}.CheckCRIO(c.targets)...)
 	}
 	ok := nodeconfig.Healthy(findings)

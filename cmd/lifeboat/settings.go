@@ -138,6 +138,8 @@ func settingsTable() []setting {
 			set: field(parseText, func(c *serveConfig) *string { return &c.NodeCheck.CRIOConfDir })},
 		{flag: "check-host-root", key: "nodeCheck.hostRoot", help: "the host's root `directory` as lifeboat sees it: the checked paths are host paths under it (empty: /)",
 			set: field(parseText, func(c *serveConfig) *string { return &c.NodeCheck.HostRoot })},
+		{key: "nodeCheck.onlyIfPresent", def: "false", help: "check a runtime only when its config is on the node (containerd's config file or hosts directory, CRI-O's registries.conf.d): the chart's runtime auto",
+			set: field(strconv.ParseBool, func(c *serveConfig) *bool { return &c.NodeCheck.OnlyIfPresent })},
 		{key: "nodeCheck.interval", def: "1m", help: "how often the node's runtime configuration is checked",
 			set: field(positiveDuration, func(c *serveConfig) *time.Duration { return &c.NodeCheck.Interval })},
 	}

@@ -240,3 +240,51 @@ configuration (and, in the cleanup hook, remove it), and what they mount.
 {{- end }}
 {{- end }}
 {{- end }}
+
+{{/* What lifeboat itself checks of the runtime's configuration
+     (lifeboat_node_config_ok, and lifeboat doctor run in the pod): the
+     init containers' directories, read-only. */}}
+{{- define "lifeboat.checkMounts" -}}
+{{- if eq .Values.runtime "auto" }}
+{{- range $dir, $mode := include "lifeboat.hostDirs" . | fromJson }}
+- name: {{ include "lifeboat.hostDirVolume" $dir }}
+  mountPath: /host{{ $dir }}
+  readOnly: true
+{{- end }}
+{{- else }}
+{{- if include "lifeboat.containerdOn" . }}
+{{- with include "lifeboat.containerdConfigDir" . }}
+- name: containerd-config
+  mountPath: {{ . }}
+  readOnly: true
+{{- end }}
+- name: containerd-hosts
+  mountPath: {{ .Values.containerd.hostsDir }}
+  readOnly: true
+{{- end }}
+{{- if include "lifeboat.crioOn" . }}
+- name: crio-conf-dir
+  mountPath: {{ .Values.crio.confDir }}
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The nodeCheck keys of lifeboat.yaml: the same paths the init
+     containers write. */}}
+{{- define "lifeboat.nodeCheck" -}}
+{{- if or (include "lifeboat.containerdOn" .) (include "lifeboat.crioOn" .) }}
+nodeCheck:
+  {{- if include "lifeboat.containerdOn" . }}
+  containerdHostsDir: {{ .Values.containerd.hostsDir | quote }}
+  containerdConfig: {{ .Values.containerd.configFile | quote }}
+  {{- end }}
+  {{- if include "lifeboat.crioOn" . }}
+  crioConfDir: {{ .Values.crio.confDir | quote }}
+  {{- end }}
+  {{- if eq .Values.runtime "auto" }}
+  hostRoot: /host
+  onlyIfPresent: true
+  {{- end }}
+{{- end }}
+{{- end }}
