@@ -101,7 +101,7 @@ func TestConfigureContainerd(t *testing.T) {
 			require.NoError(t, os.MkdirAll(filepath.Dir(own), 0o755))
 			require.NoError(t, os.WriteFile(own, ownBytes, 0o644))
 
-			c, logs, containerdConfig := startContainerdOn(t, bins[version], version, hostsDir)
+			c, logs, containerdConfig := startContainerdOn(t, bins.get(t, version), version, hostsDir)
 			args := []string{"--hosts-dir", hostsDir, "--mirror", lb.URL, "--registries", upstreamName + "," + direct + "=" + up.URL,
 				"--containerd-config", containerdConfig}
 			stdout, stderr := configure(t, args...)
@@ -140,7 +140,7 @@ func TestConfigureContainerd(t *testing.T) {
 			// A fresh containerd on the same directory no longer goes
 			// through lifeboat, and still pulls: from the team's server, and
 			// from the registry named by its own address.
-			c2, _, _ := startContainerdOn(t, bins[version], version, hostsDir)
+			c2, _, _ := startContainerdOn(t, bins.get(t, version), version, hostsDir)
 			for _, registry := range []string{upstreamName, direct} {
 				before, upBefore := manifestRequests(t, lb, registry), up.Requests("HEAD manifests")+up.Requests("GET manifests")
 				got, _, err := c2.pull(t, registry+"/"+repos[registry]+":v1", time.Minute)
@@ -170,7 +170,7 @@ func TestConfigureContainerdDialTimeout(t *testing.T) {
 	hostsDir := t.TempDir()
 	configure(t, "--hosts-dir", hostsDir, "--mirror", "http://"+blackhole(t), "--dial-timeout", "500ms",
 		"--registries", upstreamName+"="+up.URL, "--containerd-config", "")
-	c, _, _ := startContainerdOn(t, bins["2.x"], "2.x", hostsDir)
+	c, _, _ := startContainerdOn(t, bins.get(t, "2.x"), "2.x", hostsDir)
 	got, took, err := c.pull(t, upstreamName+"/team/app:v1", 20*time.Second)
 	require.NoError(t, err)
 	assert.Equal(t, upstreamName+"/team/app@"+imgDigest.String(), got)

@@ -60,39 +60,57 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
     snapshotter = "native"
 `
 
-// containerdBinaries are the containerd versions under test: Debian's 1.6
-// and 2.x from go install. CONTAINERD16 and CONTAINERD2 override the paths.
-func containerdBinaries(t *testing.T) map[string]string {
+// containerdBins are the containerd versions under test: Debian's 1.6 and
+// 2.x from go install. CONTAINERD16 and CONTAINERD2 override the paths.
+// A version that is missing skips (fails in CI) only the tests of that
+// version: get says so.
+type containerdBins struct {
+	path    map[string]string
+	missing map[string]string // version -> why, with the install command
+}
+
+// containerdBinaries finds the containerd versions; the tests need root.
+func containerdBinaries(t *testing.T) containerdBins {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		msg := "containerd tests need root"
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		missingContainerd(t, "containerd tests need root")
 	}
 	gopath, err := exec.Command("go", "env", "GOPATH").Output()
 	require.NoError(t, err)
-	bins := map[string]string{
+	b := containerdBins{path: map[string]string{
 		"1.6": envOr("CONTAINERD16", "/usr/bin/containerd"),
 		"2.x": envOr("CONTAINERD2", filepath.Join(strings.TrimSpace(string(gopath)), "bin", "containerd")),
-	}
+	}, missing: map[string]string{}}
 	install := map[string]string{
 		"1.6": "apt-get install -y containerd",
 		"2.x": "go install github.com/containerd/containerd/v2/cmd/containerd@v2.4.2",
 	}
-	for v, bin := range bins {
+	for v, bin := range b.path {
 		out, err := exec.Command(bin, "--version").Output()
 		major := regexp.MustCompile(` v?(\d+)\.\d+\.`).FindStringSubmatch(string(out))
 		if err != nil || major == nil || major[1] != v[:1] {
-			msg := fmt.Sprintf("containerd %s not found at %s (%v %q); install it with: %s", v, bin, err, out, install[v])
-			if os.Getenv("CI") != "" {
-				t.Fatal(msg)
-			}
-			t.Skip(msg)
+			b.missing[v] = fmt.Sprintf("containerd %s not found at %s (%v %q); install it with: %s", v, bin, err, out, install[v])
 		}
 	}
-	return bins
+	return b
+}
+
+// get is the binary of version, or skips the test (fails it in CI) when
+// that version is missing.
+func (b containerdBins) get(t *testing.T, version string) string {
+	t.Helper()
+	if msg, ok := b.missing[version]; ok {
+		missingContainerd(t, msg)
+	}
+	return b.path[version]
+}
+
+func missingContainerd(t *testing.T, msg string) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
 }
 
 func envOr(key, def string) string {
@@ -242,7 +260,7 @@ func TestContainerdPullsThroughOutages(t *testing.T) {
 
 			// Warm lifeboat's cache with a pull through it.
 			lb := start(up.URL)
-			c := startContainerd(t, bins[version], version, registry, lb.URL, up.URL)
+			c := startContainerd(t, bins.get(t, version), version, registry, lb.URL, up.URL)
 			got, took, err := c.pull(t, registry+"/team/app:v1", time.Minute)
 			require.NoError(t, err)
 			assert.Equal(t, wantRepoDigest, got)
@@ -284,7 +302,7 @@ func TestContainerdPullsThroughOutages(t *testing.T) {
 				head := time.Since(start)
 				require.Equal(t, http.StatusOK, resp.StatusCode, "%s: cached tag HEAD", mode.name)
 
-				c := startContainerd(t, bins[version], version, registry, lb.URL, url)
+				c := startContainerd(t, bins.get(t, version), version, registry, lb.URL, url)
 				got, first, err := c.pull(t, registry+"/team/app:v1", 2*time.Minute)
 				require.NoError(t, err, "%s: a cached image pulls", mode.name)
 				assert.Equal(t, wantRepoDigest, got, mode.name)
@@ -293,7 +311,7 @@ func TestContainerdPullsThroughOutages(t *testing.T) {
 				for range 3 {
 					lb.get(t, t.Context(), http.MethodHead, "/v2/team/app/manifests/v1")
 				}
-				c2 := startContainerd(t, bins[version], version, registry, lb.URL, url)
+				c2 := startContainerd(t, bins.get(t, version), version, registry, lb.URL, url)
 				got, open, err := c2.pull(t, registry+"/team/app:v1", 2*time.Minute)
 				require.NoError(t, err, "%s: a cached image pulls with the breaker open", mode.name)
 				assert.Equal(t, wantRepoDigest, got, mode.name)
@@ -356,7 +374,7 @@ func TestContainerdImagesArePinned(t *testing.T) {
 	// A lifeboat to pull through first, then containerd holds team/used.
 	dataDir := t.TempDir()
 	lb := startLifeboat(t, dataDir, "--upstream", upstreamName+"="+up.URL, "--default-registry", upstreamName)
-	c := startContainerd(t, bins["2.x"], "2.x", upstreamName, lb.URL, up.URL)
+	c := startContainerd(t, bins.get(t, "2.x"), "2.x", upstreamName, lb.URL, up.URL)
 	_, _, err := c.pull(t, upstreamName+"/team/used:v1", time.Minute)
 	require.NoError(t, err)
 	pullCrane(t, lb, "team/other:v1") // cached, but containerd does not hold it

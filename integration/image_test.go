@@ -33,7 +33,7 @@ func TestImageBuiltWithoutDocker(t *testing.T) {
 	assert.FileExists(t, filepath.Join(dir, "image.tar"))
 
 	lb := startLifeboat(t, t.TempDir(), "--upstream", upstreamName+"="+up.URL, "--default-registry", upstreamName)
-	c := startContainerd(t, bins["2.x"], "2.x", upstreamName, lb.URL, up.URL)
+	c := startContainerd(t, bins.get(t, "2.x"), "2.x", upstreamName, lb.URL, up.URL)
 	got, took, err := c.pull(t, upstreamName+"/lifeboat:test", time.Minute)
 	require.NoError(t, err)
 	assert.Equal(t, upstreamName+"/lifeboat@"+strings.TrimSpace(lastLine(string(out))), got)

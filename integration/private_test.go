@@ -72,7 +72,7 @@ func TestPrivateContentVerifyWithContainerd(t *testing.T) {
 				return lb
 			}
 			lb := start("serve")
-			c, _, _ := startContainerdOn(t, bins[version], version, certs)
+			c, _, _ := startContainerdOn(t, bins.get(t, version), version, certs)
 			ref := private + "/team/app:v1"
 
 			// With the pod's credentials: manifests from the registry, blobs from lifeboat.
