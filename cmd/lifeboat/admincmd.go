@@ -70,18 +70,40 @@ func (a *adminFlags) parse(args []string) error {
 // directory opened when no lifeboat holds it, viaAdmin with the admin
 // endpoint of the running lifeboat that does.
 func (a *adminFlags) onDataDir(onDisk func(*cache.Store) error, viaAdmin func(adminClient) error) error {
+	if a.adminOnly() {
+		return viaAdmin(adminClient(a.cfg.AdminURL))
+	}
 	if _, err := os.Stat(a.cfg.DataDir); err != nil {
 		return fmt.Errorf("--data-dir %s: %w", a.cfg.DataDir, err)
 	}
 	s, err := cache.Open(a.cfg.DataDir, cache.Options{LockTimeout: 200 * time.Millisecond})
 	switch {
 	case errors.Is(err, cache.ErrLocked):
-		return viaAdmin(adminClient(a.cfg.AdminURL))
+		if err := viaAdmin(adminClient(a.cfg.AdminURL)); err != nil {
+			return fmt.Errorf("--data-dir %s is in use by a lifeboat: %w", a.cfg.DataDir, err)
+		}
+		return nil
 	case err != nil:
 		return err
 	}
 	defer s.Close()
 	return onDisk(s)
+}
+
+// adminOnly: --admin was given (flag or LIFEBOAT_ADMIN) and --data-dir
+// was not, so the command goes to that lifeboat without looking for a data
+// directory (which may be on another filesystem, or in a pod).
+func (a *adminFlags) adminOnly() bool {
+	return a.given("admin") && !a.given("data-dir")
+}
+
+// given reports whether a flag was set on the command line or in its
+// LIFEBOAT_* variable.
+func (a *adminFlags) given(name string) bool {
+	set := false
+	a.fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	_, env := os.LookupEnv(envName(name))
+	return set || env
 }
 
 // adminClient is the admin endpoint (--admin) of a running lifeboat.
@@ -107,7 +129,7 @@ func (c adminClient) call(ctx context.Context, method, path string, body any, ti
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("the data directory is in use, and its lifeboat does not answer on --admin %s: %w", c, err)
+		return nil, fmt.Errorf("no lifeboat answers on --admin %s: %w", c, err)
 	}
 	respBody := resp.Body
 	resp.Body = struct {
@@ -216,6 +238,10 @@ func gc(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	var rep gcJSON
+	keepRecent, remote := a.cfg.evictionOptions().KeepRecent, false
+	if keepRecent == 0 {
+		keepRecent = maintenance.DefaultKeepRecent
+	}
 	err := a.onDataDir(func(s *cache.Store) error {
 		// The same pass as serve's, with the limits of this command's
 		// settings (--max-size, --min-free-disk, --config's eviction).
@@ -223,6 +249,10 @@ func gc(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		rep = gcReport(r, *dry)
 		return err
 	}, func(lb adminClient) error {
+		if a.given("max-size") || a.given("min-free-disk") {
+			return fmt.Errorf("--max-size and --min-free-disk apply to a data directory no lifeboat holds; the lifeboat at --admin %s evicts with its own limits (serve's --max-size and --min-free-disk): leave them out", lb)
+		}
+		remote = true
 		return lb.callJSON(ctx, http.MethodPost, fmt.Sprintf("/admin/gc?dry-run=%t", *dry), &rep)
 	})
 	if err != nil {
@@ -240,7 +270,27 @@ func gc(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s %d blobs, %s of %s needed; cache %s -> %s\n", verb, len(rep.Removed),
 		humanBytes(rep.SizeBefore-rep.SizeAfter), humanBytes(max(rep.Needed, 0)), humanBytes(rep.SizeBefore), humanBytes(rep.SizeAfter))
+	if why := nothingEvicted(rep, keepRecent, remote); why != "" {
+		fmt.Fprintln(stdout, why)
+	}
 	return nil
+}
+
+// nothingEvicted says why a pass freed less than it needed, or nothing.
+func nothingEvicted(rep gcJSON, keepRecent time.Duration, remote bool) string {
+	freed := rep.SizeBefore - rep.SizeAfter
+	switch {
+	case rep.Needed <= 0 && len(rep.Removed) == 0:
+		return "nothing to evict: the cache is under its cap (--max-size) and the disk above its free-disk floor (--min-free-disk)"
+	case freed >= rep.Needed:
+		return ""
+	}
+	keep := fmt.Sprintf("nothing accessed before %s (eviction.keepRecent %s)", time.Now().Add(-keepRecent).UTC().Format(time.RFC3339), keepRecent)
+	if remote {
+		keep = "nothing accessed within the running lifeboat's eviction.keepRecent (10m unless its config says otherwise)"
+	}
+	return fmt.Sprintf("%s short: what is left is pinned (lifeboat ls), or there is %s; while an upstream's circuit is open, eviction.keepDuringOutage keeps more",
+		humanBytes(rep.Needed-freed), keep)
 }
 
 // verify: lifeboat verify
@@ -299,8 +349,10 @@ func prefetch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *platforms != "" {
 		plats = strings.Split(*platforms, ",")
 	}
-	if err := os.MkdirAll(a.cfg.DataDir, 0o755); err != nil {
-		return err
+	if !a.adminOnly() {
+		if err := os.MkdirAll(a.cfg.DataDir, 0o755); err != nil {
+			return err
+		}
 	}
 	return a.onDataDir(func(s *cache.Store) error {
 		return prefetchHere(ctx, a, s, plats, *pin, stdout, stderr)

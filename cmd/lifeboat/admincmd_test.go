@@ -3,9 +3,12 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/lifeboat-dev/lifeboat/cache"
 	"github.com/opencontainers/go-digest"
@@ -82,4 +85,30 @@ func TestAdminCommandsOnADataDir(t *testing.T) {
 	assert.Equal(t, 1, run(t.Context(), []string{"ls", "--data-dir", filepath.Join(dir, "missing")}, &out, &errb))
 	assert.Equal(t, 1, run(t.Context(), []string{"ls", "-o", "yaml", "--data-dir", dir}, &out, &errb))
 	assert.Equal(t, 1, run(t.Context(), []string{"prefetch", "--data-dir", dir}, &out, &errb), "prefetch needs a reference")
+}
+
+// TestAdminCLIExplains: --admin alone reaches a lifeboat, gc refuses limits
+// a running lifeboat would ignore, and says why nothing was evicted.
+func TestAdminCLIExplains(t *testing.T) {
+	t.Parallel()
+	admin := httptest.NewServer(adminHandler(http.NewServeMux(), nil))
+	t.Cleanup(admin.Close)
+	var out, errb bytes.Buffer
+	assert.Equal(t, 1, run(t.Context(), []string{"gc", "--admin", admin.URL, "--max-size", "1MiB"}, &out, &errb))
+	assert.Equal(t, "lifeboat gc: --max-size and --min-free-disk apply to a data directory no lifeboat holds; the lifeboat at --admin "+admin.URL+
+		" evicts with its own limits (serve's --max-size and --min-free-disk): leave them out\n", errb.String())
+	errb.Reset()
+	assert.Equal(t, 1, run(t.Context(), []string{"ls", "--admin", "http://127.0.0.1:1"}, &out, &errb))
+	assert.Contains(t, errb.String(), "lifeboat ls: no lifeboat answers on --admin http://127.0.0.1:1: ", "no --data-dir needed")
+	assert.NotContains(t, errb.String(), "lifeboat-data")
+
+	dir, _ := seed(t)
+	out.Reset()
+	require.Equal(t, 0, run(t.Context(), []string{"gc", "--data-dir", dir, "--dry-run"}, &out, &errb), errb.String())
+	assert.Contains(t, out.String(), "nothing to evict: the cache is under its cap (--max-size) and the disk above its free-disk floor (--min-free-disk)")
+
+	assert.Contains(t, nothingEvicted(gcJSON{Needed: 100, SizeBefore: 100, SizeAfter: 100}, 10*time.Minute, false),
+		"100 B short: what is left is pinned (lifeboat ls), or there is nothing accessed before ")
+	assert.Contains(t, nothingEvicted(gcJSON{Needed: 100, SizeBefore: 100, SizeAfter: 100}, 10*time.Minute, false), "(eviction.keepRecent 10m0s)")
+	assert.Empty(t, nothingEvicted(gcJSON{Needed: 50, SizeBefore: 100, SizeAfter: 40, Removed: make([]cache.Evicted, 1)}, time.Minute, false))
 }

@@ -497,7 +497,7 @@ func TestAdminCommandsReadTheTable(t *testing.T) {
 	assert.Equal(t, int32(1), asked.Load())
 	errb.Reset()
 	assert.Equal(t, 1, run(t.Context(), []string{"ls", "--admin", "http://127.0.0.1:1"}, &out, &errb))
-	assert.Contains(t, errb.String(), "does not answer on --admin http://127.0.0.1:1", "the flag wins over the env var")
+	assert.Contains(t, errb.String(), "no lifeboat answers on --admin http://127.0.0.1:1", "the flag wins over the env var")
 
 	t.Setenv("LIFEBOAT_DATA_DIR", "")
 	errb.Reset()
