@@ -33,10 +33,15 @@ build: ## build a static bin/lifeboat
 run: ## run lifeboat serve on 127.0.0.1:5000 with ./lifeboat-data (ARGS="..." for more flags)
 	$(GO) run ./cmd/lifeboat serve $(ARGS)
 
-test: ## run every test (unit, integration, chart) with the race detector, module by module
-	@fail=0; for m in $(MODULES); do \
-		echo "== $$m"; (cd $$m && $(GO) test -race -count=1 -timeout 15m ./...) || fail=1; \
-	done; exit $$fail
+test: ## run every test (unit, integration, chart) with the race detector, module by module; then list the skipped tests and what to install
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
+	(cd integration && $(GO) build -o $$tmp/testsummary ./tools/testsummary) || exit 1; \
+	fail=0; for m in $(MODULES); do \
+		echo "== $$m"; \
+		(cd $$m && $(GO) test -json -race -count=1 -timeout 15m ./...; echo $$? > $$tmp/rc) | $$tmp/testsummary -skips $$tmp/skipped; \
+		[ "$$(cat $$tmp/rc)" = 0 ] || fail=1; \
+	done; \
+	$$tmp/testsummary -report $$tmp/skipped; exit $$fail
 
 test-short: ## unit tests only (the main module)
 	$(GO) test -race -count=1 ./...
