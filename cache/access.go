@@ -20,13 +20,20 @@ func (s *Store) Touch(d digest.Digest) {
 // bbolt transaction.
 func (s *Store) FlushAccess() error {
 	s.mu.Lock()
-	batch := s.access
-	s.access = make(map[digest.Digest]time.Time, len(batch))
+	empty := len(s.access) == 0
 	s.mu.Unlock()
-	if len(batch) == 0 {
+	if empty {
 		return nil
 	}
+	var batch map[digest.Digest]time.Time
 	err := s.db.Update(func(tx *bolt.Tx) error {
+		// Taken from memory inside the write transaction: an eviction
+		// (also a write transaction) sees each time either in memory or in
+		// the index, never in neither.
+		s.mu.Lock()
+		batch = s.access
+		s.access = make(map[digest.Digest]time.Time, len(batch))
+		s.mu.Unlock()
 		b := bucket(tx, bucketAccess)
 		for d, t := range batch {
 			// A value of its own for each Put: bbolt keeps the slice until

@@ -162,6 +162,7 @@ func (s *Store) recheck(seen sighting, remove bool) (confirmed, removed bool, er
 			return true, false, fmt.Errorf("remove blob %s: %w", seen.d, err)
 		}
 	}
+	s.removals.Add(1)
 	if err := s.db.Update(func(tx *bolt.Tx) error { return deleteBlobRows(tx, seen.d.String()) }); err != nil {
 		return true, false, fmt.Errorf("forget blob %s: %w", seen.d, err)
 	}

@@ -161,6 +161,14 @@ func (s *Store) evict(ctx context.Context, opts EvictOptions, base EvictReport) 
 		r.rolledBack()
 		return r, fmt.Errorf("evict: %w", err)
 	}
+	if len(removed) > 0 {
+		s.removals.Add(1)
+	}
+	// Forgotten again now that the deletes committed: a GetTag that read
+	// the old row between forget and commit must not keep it.
+	for _, t := range r.Tags {
+		s.tags.forget(t)
+	}
 	maps.Copy(files, removed)
 	return r, s.unlink(ctx, files)
 }

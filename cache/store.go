@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -59,6 +60,10 @@ type Store struct {
 	access map[digest.Digest]time.Time // not yet flushed to bbolt
 
 	tags tagMemo // tag rows, for GetTag
+	// removals counts blob rows removed (eviction, repair, a file found
+	// damaged): a cache of this store's content above it compares it to
+	// know its copy may hold what the store no longer does.
+	removals atomic.Uint64
 
 	rebuiltFrom string // a corrupt index moved aside at Open, if any
 
@@ -111,6 +116,11 @@ func openIndex(path string, lockTimeout time.Duration) (db *bolt.DB, err error) 
 	}
 	return db, nil
 }
+
+// Removals is how many times blob rows were removed since Open (eviction,
+// repair, a damaged file forgotten). A memory of the store's content that
+// saw a different count may hold what the store no longer does.
+func (s *Store) Removals() uint64 { return s.removals.Load() }
 
 // RebuiltFrom names the corrupt index Open moved aside and rebuilt from the
 // blob files ("" when the index was sound). Tags and tag lists are lost in a

@@ -24,8 +24,9 @@ type bodies struct {
 	max   int64
 	loads singleflight.Group
 
-	mu   sync.Mutex
-	size int64
+	mu      sync.Mutex
+	removed uint64 // the store's Removals when what is kept was loaded
+	size    int64
 	m    map[digest.Digest]*list.Element
 	lru  list.List // of cache.Manifest, most recent first
 }
@@ -36,14 +37,16 @@ func newBodies(max int64) *bodies {
 
 // get returns the manifest d from memory, or loads it with load (sharing a
 // load in progress) and keeps it if it fits.
-func (b *bodies) get(d digest.Digest, load func(digest.Digest) (cache.Manifest, error)) (cache.Manifest, error) {
+// removed is the store's Removals before the load: a load that raced an
+// eviction is answered but not kept.
+func (b *bodies) get(d digest.Digest, removed uint64, load func(digest.Digest) (cache.Manifest, error)) (cache.Manifest, error) {
 	if m, ok := b.lookup(d); ok {
 		return m, nil
 	}
 	v, err, _ := b.loads.Do(string(d), func() (any, error) {
 		m, err := load(d)
 		if err == nil {
-			b.add(m)
+			b.add(m, removed)
 		}
 		return m, err
 	})
@@ -66,13 +69,16 @@ func (b *bodies) lookup(d digest.Digest) (cache.Manifest, bool) {
 
 // add keeps m unless it would take more than an eighth of the budget (one
 // huge manifest must not push out every other).
-func (b *bodies) add(m cache.Manifest) {
+func (b *bodies) add(m cache.Manifest, removed uint64) {
 	n := int64(len(m.Body))
 	if n > b.max/8 {
 		return
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if removed != b.removed {
+		return // the store removed rows while this was loaded
+	}
 	if _, ok := b.m[m.Digest]; ok {
 		return
 	}
@@ -86,10 +92,27 @@ func (b *bodies) add(m cache.Manifest) {
 	}
 }
 
+// sync forgets everything kept once the store has removed rows since (an
+// eviction pass, a repair): an evicted manifest must not be answered from
+// memory, or its image would run on blobs nothing on disk refers to.
+// Evictions are rare; the check is one atomic load per answer.
+func (b *bodies) sync(removed uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.removed == removed {
+		return
+	}
+	b.removed, b.size = removed, 0
+	clear(b.m)
+	b.lru.Init()
+}
+
 // manifest returns the stored manifest d, from memory when it is there.
 // Every answer counts as an access of d, for eviction.
 func (p *Proxy) manifest(d digest.Digest) (cache.Manifest, error) {
-	m, err := p.bodies.get(d, p.store.GetManifest)
+	removed := p.store.Removals()
+	p.bodies.sync(removed)
+	m, err := p.bodies.get(d, removed, p.store.GetManifest)
 	if err == nil {
 		p.store.Touch(d)
 	}

@@ -5,9 +5,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 	"unsafe"
 
 	"github.com/lifeboat-dev/lifeboat/cache"
+	"github.com/lifeboat-dev/lifeboat/internal/upstreamtest"
 	"github.com/opencontainers/go-digest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -61,7 +63,7 @@ func TestManifestBodiesStayWithinTheirBudget(t *testing.T) {
 		return cache.Manifest{Digest: d, Body: make([]byte, 1<<10)}, nil
 	}
 	for i := range 20 {
-		_, err := b.get(digest.FromString(fmt.Sprint(i)), load)
+		_, err := b.get(digest.FromString(fmt.Sprint(i)), 0, load)
 		require.NoError(t, err)
 		assert.LessOrEqual(t, b.size, int64(8<<10))
 	}
@@ -71,10 +73,37 @@ func TestManifestBodiesStayWithinTheirBudget(t *testing.T) {
 	assert.False(t, ok, "the oldest went")
 
 	huge := digest.FromString("huge")
-	_, err := b.get(huge, func(d digest.Digest) (cache.Manifest, error) {
+	_, err := b.get(huge, 0, func(d digest.Digest) (cache.Manifest, error) {
 		return cache.Manifest{Digest: d, Body: make([]byte, 2<<10)}, nil
 	})
 	require.NoError(t, err)
 	_, ok = b.lookup(huge)
 	assert.False(t, ok, "a manifest over an eighth of the budget is served but not kept")
+}
+
+// TestEvictedManifestIsNotAnsweredFromMemory: once eviction removed a
+// manifest, its copy in memory is gone too: the next request fetches and
+// stores it again (a miss), instead of a hit nothing on disk backs.
+func TestEvictedManifestIsNotAnsweredFromMemory(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	img := upstreamtest.RandomImage(t, 1024, 1)
+	e.up.Push(t, "app:v1", img)
+	d, err := img.Digest()
+	require.NoError(t, err)
+	ref := d.String()
+	for range 2 { // the second answer comes from memory
+		_, err := e.p.Manifest(t.Context(), testRegistry, "app", ref)
+		require.NoError(t, err)
+	}
+	_, err = e.store.Evict(t.Context(), cache.EvictOptions{MaxSize: 1, KeepAccessedAfter: time.Now().Add(time.Hour)})
+	require.NoError(t, err)
+	_, err = e.store.GetManifest(digest.Digest(ref))
+	require.ErrorIs(t, err, cache.ErrNotFound, "evicted")
+
+	m, err := e.p.Manifest(t.Context(), testRegistry, "app", ref)
+	require.NoError(t, err)
+	assert.Equal(t, Miss, m.Source, "fetched again, not a hit from memory")
+	_, err = e.store.GetManifest(digest.Digest(ref))
+	assert.NoError(t, err, "and stored again")
 }
