@@ -27,8 +27,8 @@ type bodies struct {
 	mu      sync.Mutex
 	removed uint64 // the store's Removals when what is kept was loaded
 	size    int64
-	m    map[digest.Digest]*list.Element
-	lru  list.List // of cache.Manifest, most recent first
+	m       map[digest.Digest]*list.Element
+	lru     list.List // of cache.Manifest, most recent first
 }
 
 func newBodies(max int64) *bodies {
