@@ -158,6 +158,12 @@ func (p *Proxy) verifyPrivate(ctx context.Context, m *mirror, repo, ref string) 
 			return nil, nil, false
 		}
 	}
+	if errors.Is(err, ErrBusy) {
+		// Not checked: every request slot was busy. That says nothing of
+		// upstream, so the outage policy does not apply: the client gets
+		// a 503 and asks the registry itself.
+		return nil, err, true
+	}
 	var ue *upstream.Error
 	if errors.As(err, &ue) && ue.Unavailable() && ctx.Err() == nil {
 		p.upstreamFailed(m.name, repo, "manifest "+ref, err)
@@ -291,17 +297,36 @@ func (p *Proxy) refreshPrivate(m *mirror, repo, ref, current string) {
 }
 
 // privateTags applies PrivateVerify to a tag list: under it, a repository
-// recorded private is answered as its manifests are. unavailable says
-// upstream could not be asked for the list.
-func (p *Proxy) privateTags(m *mirror, repo string, unavailable bool) error {
+// recorded private is answered as its manifests are. A repository never
+// checked (or not for accessRecheck) is checked now, before its list goes
+// out, with one of its tags; one that cannot be checked is treated as
+// private. upstreamErr is why upstream could not be asked for the list (nil:
+// it answered); a busy proxy says nothing of upstream, so it gets the
+// client sent to the registry, not the outage policy.
+func (p *Proxy) privateTags(ctx context.Context, m *mirror, repo string, tags []string, upstreamErr error) error {
 	if m.PrivateContent != PrivateVerify {
 		return nil
 	}
 	rec, err := p.repoAccess(m.name, repo)
+	if err != nil && !errors.Is(err, cache.ErrNotFound) {
+		return err
+	}
+	private := err == nil && rec.Private
+	if upstreamErr == nil && (err != nil || p.now().Sub(rec.Checked) >= accessRecheck) {
+		if len(tags) == 0 {
+			return nil // nothing to give away
+		}
+		cctx, cancel := context.WithTimeout(ctx, m.Client.Timeouts().Request)
+		isPrivate, cerr := p.checkAccess(cctx, m, repo, tags[0])
+		cancel()
+		private = cerr != nil || isPrivate
+	} else if upstreamErr != nil && err != nil {
+		private = true // unknown, and upstream cannot say: the strict answer
+	}
 	switch {
-	case err != nil || !rec.Private:
+	case !private:
 		return nil
-	case !unavailable:
+	case upstreamErr == nil || errors.Is(upstreamErr, ErrBusy):
 		p.private.answers.WithLabelValues(m.name, "verify").Inc()
 		return fmt.Errorf("%s/%s: %w", m.name, repo, ErrPrivateVerify)
 	case m.PrivateDuringOutage == OutageDeny:

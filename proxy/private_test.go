@@ -190,3 +190,20 @@ func TestSharedServesPrivateAndRecordsIt(t *testing.T) {
 	require.NoError(t, err)
 	assert.InDelta(t, checks, testutil.ToFloat64(e.p.private.checks.WithLabelValues(privateRegistry, "private")), 0, "checked once an hour, not per request")
 }
+
+// TestVerifyChecksATagListsRepositoryFirst: the tag list of a private
+// repository nobody asked a manifest of is not given out under verify: the
+// repository is checked first.
+func TestVerifyChecksATagListsRepositoryFirst(t *testing.T) {
+	t.Parallel()
+	e := newPrivateEnv(t, PrivateVerify, OutageServe)
+	_, _, err := e.p.Tags(t.Context(), privateRegistry, "team/app")
+	require.ErrorIs(t, err, ErrPrivateVerify)
+	rec, err := e.store.GetRepoAccess(privateRegistry, "team/app")
+	require.NoError(t, err)
+	assert.True(t, rec.Private, "checked and recorded")
+
+	tags, _, err := e.p.Tags(t.Context(), publicRegistry, "team/app")
+	require.NoError(t, err, "a public repository's list is given out")
+	assert.Equal(t, []string{"v1"}, tags)
+}

@@ -39,7 +39,7 @@ func (p *Proxy) Tags(ctx context.Context, registry, repo string) ([]string, Sour
 		p.upstreamFailed(m.name, repo, "tags/list", err)
 		var ue *upstream.Error
 		if cerr == nil && errors.As(err, &ue) && ue.Unavailable() && ctx.Err() == nil {
-			if err := p.privateTags(m, repo, true); err != nil {
+			if err := p.privateTags(ctx, m, repo, cached.Tags, err); err != nil {
 				return nil, "", err
 			}
 			if cached.Truncated {
@@ -57,7 +57,7 @@ func (p *Proxy) Tags(ctx context.Context, registry, repo string) ([]string, Sour
 	if err := p.store.PutTagList(m.name, repo, cache.TagList{Tags: tags, Fetched: p.now()}); err != nil {
 		return nil, "", err
 	}
-	if err := p.privateTags(m, repo, false); err != nil {
+	if err := p.privateTags(ctx, m, repo, tags, nil); err != nil {
 		return nil, "", err
 	}
 	return tags, Miss, nil

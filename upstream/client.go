@@ -152,6 +152,13 @@ func New(cfg Config, opts Options) (*Client, error) {
 		},
 	}
 	c.breaker = newBreaker(cfg.Breaker, opts.Now, breakerReporter(cfg.Name, opts.Logger, opts.Metrics))
+	if opts.Logger != nil && authReg.RegistryStr() != reg.RegistryStr() {
+		// Credentials are looked up by the name clients use, and go to the
+		// endpoint configured for it: say so once, since a mirror endpoint
+		// (docker.io=https://mirror.example) then receives them.
+		opts.Logger.Info("upstream credentials for this registry name are sent to its configured endpoint",
+			"registry", cfg.Name, "endpoint", u.Host)
+	}
 	return c, nil
 }
 
