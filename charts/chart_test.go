@@ -248,7 +248,7 @@ func deref[T any](t *testing.T, p *T) T {
 	return *p
 }
 
-// lifeboatConfig is lifeboat's config file as the README documents it;
+// lifeboatConfig is lifeboat's config file as docs/configuration.md documents it;
 // decoding the rendered file strictly into it catches a key lifeboat does
 // not have and a duration written as a number. TestBinaryAcceptsConfig
 // checks the same file against lifeboat itself.

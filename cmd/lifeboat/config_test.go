@@ -505,12 +505,13 @@ func TestAdminCommandsReadTheTable(t *testing.T) {
 	assert.Contains(t, errb.String(), "--data-dir must not be empty")
 }
 
-// TestREADMEConfigLoads: the config file the README shows is one lifeboat takes.
-func TestREADMEConfigLoads(t *testing.T) {
+// TestDocsConfigLoads: the config file docs/configuration.md shows is one
+// lifeboat takes.
+func TestDocsConfigLoads(t *testing.T) {
 	t.Parallel()
-	readme, err := os.ReadFile("../../README.md")
+	doc, err := os.ReadFile("../../docs/configuration.md")
 	require.NoError(t, err)
-	_, section, ok := strings.Cut(string(readme), "### The config file\n")
+	_, section, ok := strings.Cut(string(doc), "## The config file\n")
 	require.True(t, ok)
 	_, block, ok := strings.Cut(section, "```yaml\n")
 	require.True(t, ok)
