@@ -52,6 +52,7 @@ type serveConfig struct {
 	MaxConcurrentFills    int
 	MaxConcurrentRequests int
 	WriteStall            time.Duration
+	FillTimeout           time.Duration
 	Upstreams             []upstreamConfig
 
 	MaxSize          int64

@@ -208,6 +208,7 @@ func settingExamples(t *testing.T) map[string]settingExample {
 		"disk-reserve":              {value: "2MiB", get: func(c serveConfig) any { return c.DiskReserve }, want: int64(2 << 20)},
 		"maxConcurrentFills":        {value: "4", get: func(c serveConfig) any { return c.MaxConcurrentFills }, want: 4},
 		"maxConcurrentRequests":     {value: "5", get: func(c serveConfig) any { return c.MaxConcurrentRequests }, want: 5},
+		"fillTimeout":               {value: "3h", get: dur(func(c serveConfig) time.Duration { return c.FillTimeout }), want: 3 * time.Hour},
 		"write-stall":               {value: "7s", get: dur(func(c serveConfig) time.Duration { return c.WriteStall }), want: 7 * time.Second},
 		"timeouts.dial":             {value: "1s", get: dur(func(c serveConfig) time.Duration { return c.Timeouts.Dial }), want: time.Second},
 		"timeouts.tlsHandshake":     {value: "2s", get: dur(func(c serveConfig) time.Duration { return c.Timeouts.TLSHandshake }), want: 2 * time.Second},

@@ -101,6 +101,8 @@ func settingsTable() []setting {
 			set: field(positiveInt, func(c *serveConfig) *int { return &c.MaxConcurrentFills })},
 		{key: "maxConcurrentRequests", def: "32", help: "manifest, tag and blob HEAD requests per upstream at once; past it a request waits at most its budget, then gets 503 (or a stale tag)",
 			set: field(positiveInt, func(c *serveConfig) *int { return &c.MaxConcurrentRequests })},
+		{key: "fillTimeout", def: "6h", help: "a blob download (which belongs to no client) is abandoned past this long, whatever its progress",
+			set: field(positiveDuration, func(c *serveConfig) *time.Duration { return &c.FillTimeout })},
 		{flag: "write-stall", key: "writeStall", def: "30s", help: "a client that accepts no bytes of an answer for this long is disconnected",
 			set: field(positiveDuration, func(c *serveConfig) *time.Duration { return &c.WriteStall })},
 		timeout("dial", "TCP connect", func(t *timeoutsConfig) *time.Duration { return &t.Dial }),

@@ -43,7 +43,7 @@ func (c serveConfig) newServices(store *cache.Store, log *slog.Logger, reg prome
 	}
 	p, err := proxy.New(store, proxy.Options{
 		Upstreams: ups, DefaultRegistry: c.DefaultRegistry, Logger: log, Registerer: reg,
-		MaxBlobSize: proxyLimit(c.MaxBlobSize), DiskReserve: proxyLimit(c.DiskReserve),
+		MaxBlobSize: proxyLimit(c.MaxBlobSize), DiskReserve: proxyLimit(c.DiskReserve), FillTimeout: c.FillTimeout,
 	})
 	if err != nil {
 		return nil, err
