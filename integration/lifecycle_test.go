@@ -177,7 +177,7 @@ func TestAdminCommandsAgainstARunningLifeboat(t *testing.T) {
 
 	code, out = lifeboatCLI(t, "ls", "--data-dir", dataDir, "--admin", "http://127.0.0.1:1")
 	assert.Equal(t, 1, code, "a held data dir with no admin endpoint is a clear error, not a hang")
-	assert.Contains(t, out, "does not answer")
+	assert.Contains(t, out, "no lifeboat answers on --admin http://127.0.0.1:1")
 }
 
 func TestPrefetchOnADataDirWithNoLifeboatRunning(t *testing.T) {

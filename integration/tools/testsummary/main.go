@@ -56,6 +56,8 @@ func stream(in io.Reader, out io.Writer, skipsFile string) error {
 		case e.Action == "fail":
 			fmt.Fprint(out, strings.Join(buf[key], ""))
 			delete(buf, key)
+		case e.Action == "skip" && e.Test == "":
+			// A package with no tests: nothing was skipped.
 		case e.Action == "skip":
 			skipped = append(skipped, fmt.Sprintf("%s\t%s\t%s", e.Package, e.Test, reason(buf[key])))
 			delete(buf, key)
