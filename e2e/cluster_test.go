@@ -211,7 +211,7 @@ func (c *cluster) startEtcd() error {
 		"--name=e2e", "--data-dir="+c.path("etcd"),
 		"--listen-client-urls="+client, "--advertise-client-urls="+client,
 		"--listen-peer-urls="+peer, "--initial-advertise-peer-urls="+peer,
-		"--initial-cluster=e2e="+peer, "--listen-metrics-urls=",
+		"--initial-cluster=e2e="+peer,
 		"--quota-backend-bytes=1073741824", "--log-level=warn")
 	if err != nil {
 		return err
