@@ -24,6 +24,7 @@ const (
 	etcdPort      = 32379
 	etcdPeerPort  = 32380
 	bridgeName    = "lbe2e0"
+	cniNetwork    = "lifeboat-e2e"
 	podCIDR       = "10.244.0.0/24"
 	serviceCIDR   = "10.96.0.0/16"
 	sandboxImage  = "registry.k8s.io/pause:3.10"
@@ -256,7 +257,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 // state under runDir. No masquerading: nothing leaves the machine.
 const cniConfig = `{
   "cniVersion": "1.0.0",
-  "name": "lifeboat-e2e",
+  "name": "@NET@",
   "plugins": [{
     "type": "bridge",
     "bridge": "@BRIDGE@",
@@ -276,7 +277,7 @@ func (c *cluster) startContainerd() error {
 	if err := os.MkdirAll(c.hostsDir, 0o755); err != nil {
 		return err
 	}
-	r := strings.NewReplacer("@D@", dir, "@HOSTS@", c.hostsDir, "@SANDBOX@", sandboxImage, "@BRIDGE@", bridgeName, "@CIDR@", podCIDR)
+	r := strings.NewReplacer("@D@", dir, "@HOSTS@", c.hostsDir, "@SANDBOX@", sandboxImage, "@BRIDGE@", bridgeName, "@CIDR@", podCIDR, "@NET@", cniNetwork)
 	if err := os.WriteFile(c.containerdConfig, []byte(r.Replace(containerdConfig)), 0o644); err != nil {
 		return err
 	}
@@ -536,11 +537,15 @@ func cleanupRunDir(runDir string) error {
 		}
 	}
 	removeCgroups()
+	if err := removeSystemDirs(runDir); err != nil {
+		errs = append(errs, err)
+	}
 	if err := removeHosts(); err != nil {
 		errs = append(errs, fmt.Errorf("restore %s: %w", etcHosts, err))
 	}
 	if err := os.RemoveAll(runDir); err != nil {
 		errs = append(errs, err)
 	}
+	_ = os.Remove(filepath.Dir(runDir)) // if empty: the harness created it
 	return errors.Join(errs...)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -61,6 +62,53 @@ func removeHosts() error {
 		out = bytes.TrimSuffix(out, []byte("\n"))
 	}
 	return os.WriteFile(etcHosts, out, 0o644)
+}
+
+// systemDirs are the directories outside runDir that kubelet and
+// containerd write whatever they are told: kubelet's device-plugin socket
+// directory is a constant, and libcni caches each attachment's result in
+// /var/lib/cni. The ones that did not exist before the run are listed in
+// <runDir>/created and removed by cleanupRunDir; in one that did, only the
+// run's own CNI results are.
+var systemDirs = []string{"/var/lib/kubelet", "/var/lib/cni"}
+
+func noteSystemDirs(runDir string) error {
+	var created []byte
+	for _, d := range systemDirs {
+		if !exists(d) {
+			created = fmt.Appendf(created, "%s\n", d)
+		}
+	}
+	return os.WriteFile(filepath.Join(runDir, "created"), created, 0o600)
+}
+
+// removeSystemDirs undoes noteSystemDirs's run.
+func removeSystemDirs(runDir string) error {
+	b, err := os.ReadFile(filepath.Join(runDir, "created"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	var errs []error
+	for d := range strings.Lines(string(b)) {
+		if d = strings.TrimSpace(d); slices.Contains(systemDirs, d) {
+			errs = append(errs, os.RemoveAll(d))
+		}
+	}
+	// A /var/lib/cni that was there before: the results of the run's
+	// network (<network>-<sandbox>-eth0) and of those sandboxes' loopback.
+	results, _ := filepath.Glob("/var/lib/cni/results/" + cniNetwork + "-*-eth0")
+	for _, r := range results {
+		id := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(r), cniNetwork+"-"), "-eth0")
+		errs = append(errs, os.Remove(r), ignoreMissing(os.Remove("/var/lib/cni/results/cni-loopback-"+id+"-lo")))
+	}
+	return errors.Join(errs...)
+}
+
+func ignoreMissing(err error) error {
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
 }
 
 // The PIDs the harness started, one per line in <runDir>/pids, so that a

@@ -111,7 +111,11 @@ func run(m *testing.M) (code int) {
 			return 1
 		}
 	}
-	if err := os.MkdirAll(runDir, 0o755); err != nil {
+	err := os.MkdirAll(runDir, 0o755)
+	if err == nil {
+		err = noteSystemDirs(runDir)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
 	}
@@ -153,7 +157,6 @@ func run(m *testing.M) (code int) {
 		return 1
 	}
 	start := time.Now()
-	var err error
 	c, err = startCluster(runDir, s.binDir)
 	if err == nil {
 		e2e.c = c
@@ -201,6 +204,7 @@ func prepare(c *cluster) error {
 		}
 		*ref = r.String()
 	}
+	e2e.reg.forget()
 	if err := c.apply(hookPolicy); err != nil {
 		return fmt.Errorf("the hook's admission policy: %w", err)
 	}

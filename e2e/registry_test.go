@@ -7,6 +7,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -36,6 +37,7 @@ type upstream struct {
 	srv    *http.Server
 	held   []net.Conn     // connections a hanging registry accepted
 	agents map[string]int // requests by User-Agent product ("lifeboat", "containerd")
+	log    []string       // every request: method, path, User-Agent
 }
 
 func newUpstream() *upstream {
@@ -54,8 +56,9 @@ func (u *upstream) up() error {
 	if err != nil {
 		return err
 	}
-	u.srv = &http.Server{Handler: http.HandlerFunc(u.serve), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = u.srv.Serve(ln) }()
+	srv := &http.Server{Handler: http.HandlerFunc(u.serve), ReadHeaderTimeout: 10 * time.Second}
+	u.srv = srv
+	go func() { _ = srv.Serve(ln) }()
 	return nil
 }
 
@@ -63,6 +66,7 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 	agent, _, _ := strings.Cut(r.UserAgent(), "/")
 	u.mu.Lock()
 	u.agents[agent]++
+	u.log = append(u.log, r.Method+" "+r.URL.Path+" "+r.UserAgent())
 	u.mu.Unlock()
 	u.handler.ServeHTTP(w, r)
 }
@@ -133,6 +137,30 @@ func (u *upstream) requestsBy(agent string) int {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	return u.agents[agent]
+}
+
+// forget drops the request counts and log: what comes after is the
+// scenarios' (the test's own pushes stay out of them; go-containerregistry
+// pings /v2/ as Go-http-client).
+func (u *upstream) forget() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.agents, u.log = map[string]int{}, nil
+}
+
+// requestsNotBy is every request whose User-Agent does not start with
+// one of agents.
+func (u *upstream) requestsNotBy(agents ...string) []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var out []string
+	for _, l := range u.log {
+		ua := l[strings.LastIndexByte(l, ' ')+1:]
+		if !slices.ContainsFunc(agents, func(a string) bool { return strings.HasPrefix(ua, a) }) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 func (u *upstream) agentCounts() map[string]int {
