@@ -488,6 +488,22 @@ func (c *cluster) teardown() error {
 	for _, p := range c.procs {
 		byName[p.name] = p
 	}
+	// Pods deleted through the API: kubelet stops their sandboxes, and
+	// containerd tears their networks down (veth, network namespace).
+	if p := byName["kubelet"]; p != nil && !p.exited() {
+		if _, err := c.kubectl(append([]string{"delete", "namespaces", "--ignore-not-found", "--timeout=60s"}, testNamespaces...)...); err != nil {
+			logf("teardown: %v", err)
+		}
+		if err := waitFor(nil, 30*time.Second, "no pod sandboxes left", func() error {
+			out, err := c.ctr("tasks", "ls", "-q")
+			if err == nil && strings.TrimSpace(out) != "" {
+				err = fmt.Errorf("tasks running: %s", strings.Fields(out))
+			}
+			return err
+		}); err != nil {
+			logf("teardown: %v", err)
+		}
+	}
 	if p := byName["kubelet"]; p != nil {
 		p.stop(15 * time.Second)
 	}

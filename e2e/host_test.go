@@ -66,11 +66,17 @@ func removeHosts() error {
 
 // systemDirs are the directories outside runDir that kubelet and
 // containerd write whatever they are told: kubelet's device-plugin socket
-// directory is a constant, and libcni caches each attachment's result in
-// /var/lib/cni. The ones that did not exist before the run are listed in
-// <runDir>/created and removed by cleanupRunDir; in one that did, only the
-// run's own CNI results are.
-var systemDirs = []string{"/var/lib/kubelet", "/var/lib/cni"}
+// directory is a constant, libcni caches each attachment's result in
+// /var/lib/cni, containerd 1.6's shims put their sockets in
+// /run/containerd/s, and its CNI setup names pod network namespaces in
+// /run/netns. The ones that did not exist before the run are listed in
+// <runDir>/created and removed by cleanupRunDir (/run/containerd and
+// /run/netns only when nothing but empty directories is left in them); in
+// a /var/lib/cni that did, only the run's own CNI results are.
+var systemDirs = []string{"/var/lib/kubelet", "/var/lib/cni", "/run/containerd", "/run/netns"}
+
+// onlyIfEmpty are the systemDirs other programs on the machine share.
+var onlyIfEmpty = []string{"/run/containerd", "/run/netns"}
 
 func noteSystemDirs(runDir string) error {
 	var created []byte
@@ -90,7 +96,12 @@ func removeSystemDirs(runDir string) error {
 	}
 	var errs []error
 	for d := range strings.Lines(string(b)) {
-		if d = strings.TrimSpace(d); slices.Contains(systemDirs, d) {
+		switch d = strings.TrimSpace(d); {
+		case slices.Contains(onlyIfEmpty, d):
+			if emptyTree(d) {
+				errs = append(errs, os.RemoveAll(d))
+			}
+		case slices.Contains(systemDirs, d):
 			errs = append(errs, os.RemoveAll(d))
 		}
 	}
@@ -102,6 +113,19 @@ func removeSystemDirs(runDir string) error {
 		errs = append(errs, os.Remove(r), ignoreMissing(os.Remove("/var/lib/cni/results/cni-loopback-"+id+"-lo")))
 	}
 	return errors.Join(errs...)
+}
+
+// emptyTree reports whether dir holds nothing but empty directories.
+func emptyTree(dir string) bool {
+	empty := true
+	_ = filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			empty = false
+			return filepath.SkipAll
+		}
+		return nil
+	})
+	return empty
 }
 
 func ignoreMissing(err error) error {

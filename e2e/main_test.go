@@ -221,6 +221,10 @@ func prepare(c *cluster) error {
 // The test workloads' namespace.
 const testNS = "e2e"
 
+// testNamespaces are the namespaces the scenarios create pods in: the
+// teardown deletes them first.
+var testNamespaces = []string{testNS, releaseNS}
+
 // hookPolicy is the e2e cluster's stand-in for kube-proxy. The chart's
 // post-delete Job calls the API server through the kubernetes Service,
 // which no kube-proxy routes here, so the policy points the Job's

@@ -326,6 +326,17 @@ func scenarioUncached(t *testing.T, c *cluster) {
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	note(t, "lifeboat's own answer to that request: %s %s", resp.Status, bytes.TrimSpace(body))
+	logs, err := c.kubectl("logs", "-n", releaseNS, "daemonset/"+release)
+	require.NoError(t, err)
+	var logged []string
+	for line := range strings.Lines(logs) {
+		if strings.Contains(line, "/e2e/app/manifests/v2") && !strings.Contains(line, "status=200") {
+			logged = append(logged, strings.TrimSpace(line))
+		}
+	}
+	if assert.NotEmpty(t, logged, "lifeboat logs the failed pull of e2e/app:v2") {
+		note(t, "lifeboat's log: %s", logged[0])
+	}
 
 	// Wait for the back-off, so the recovery is kubelet's own retry.
 	require.NoError(t, waitFor(nil, time.Minute, "ImagePullBackOff", func() error {
