@@ -183,9 +183,13 @@ func Start(t testing.TB) *Upstream {
 	u := &Upstream{requests: map[string]int{}, byAgent: map[string]int{}, inflight: map[string]int{}, peak: map[string]int{}}
 	u.mode.Store(OK)
 	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)), ggcrregistry.WithReferrersSupport(true))
-	u.srv = httptest.NewServer(u.wrap(reg))
-	u.URL = u.srv.URL
-	u.Host = strings.TrimPrefix(u.URL, "http://")
+	// URL and Host are set before the server starts: its handlers read
+	// them (authorize), and a request reaching the listener is no
+	// happens-before edge the race detector knows of.
+	u.srv = httptest.NewUnstartedServer(u.wrap(reg))
+	u.Host = u.srv.Listener.Addr().String()
+	u.URL = "http://" + u.Host
+	u.srv.Start()
 	t.Cleanup(u.Stop)
 	return u
 }
