@@ -319,8 +319,8 @@ func scenarioUncached(t *testing.T, c *cluster) {
 	note(t, "kubelet's event: %s", failure)
 	assert.Contains(t, failure, e2e.newRef, "the event names the image")
 	assert.Regexp(t, `connection refused|unavailable|503|502|lifeboat`, failure, "the event names the cause")
-	// containerd puts only the status line into the error: what lifeboat
-	// said in its body does not reach the event.
+	// containerd asks with HEAD and puts the status line into the error:
+	// lifeboat's reason is in a GET's body and in its log.
 	resp, err := http.Get(mirror + "/v2/e2e/app/manifests/v2?ns=" + registryName)
 	require.NoError(t, err)
 	body, _ := io.ReadAll(resp.Body)
