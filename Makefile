@@ -5,8 +5,14 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN     := bin/lifeboat
 # The Go modules: the binary's (.), the integration and chart tests', and the
 # release tooling's, kept apart so their dependencies stay out of the
-# binary's go.mod.
+# binary's go.mod. make test runs MODULES; e2e (a real cluster, root, its own
+# target) is linted with them.
 MODULES := . integration charts release
+LINT_MODULES := $(MODULES) e2e
+# make e2e: where the Kubernetes binaries are built and kept between runs,
+# and the image reference the e2e cluster runs.
+E2E_BIN   ?= /var/cache/lifeboat-e2e/bin
+E2E_IMAGE ?= ghcr.io/lifeboat-dev/lifeboat:e2e
 # make release: where the artifacts go, the image's name, helm.
 DIST       ?= dist
 IMAGE_REPO ?= ghcr.io/lifeboat-dev/lifeboat
@@ -22,7 +28,7 @@ REVISION   ?= $(shell r=$$(git rev-parse HEAD 2>/dev/null) && { git diff --quiet
 # workspace requires its module fails here rather than in the image build.
 export GOWORK := off
 
-.PHONY: help build run test test-short lint bench fuzz loadtest image-tarball release clean
+.PHONY: help build run test test-short lint e2e bench fuzz loadtest image-tarball release clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -48,9 +54,15 @@ test-short: ## unit tests only (the main module)
 
 lint: ## gofmt, then go vet and a go.mod tidiness check in every module
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo 'gofmt needed'; exit 1; }
-	@for m in $(MODULES); do \
+	@for m in $(LINT_MODULES); do \
 		echo "== $$m"; (cd $$m && $(GO) vet ./... && $(GO) mod tidy -diff) || exit 1; \
 	done
+
+e2e: ## the mission on a real single-node Kubernetes (root): builds the Kubernetes binaries into E2E_BIN (~20 min once, then cached), the image, and runs e2e/'s scenarios
+	nice -n 10 e2e/build-kube.sh $(E2E_BIN)
+	$(MAKE) --no-print-directory image-tarball IMAGE=$(E2E_IMAGE)
+	cd e2e && LIFEBOAT_E2E_BIN=$(E2E_BIN) LIFEBOAT_E2E_IMAGE=$(CURDIR)/bin/lifeboat-image.tar \
+		LIFEBOAT_E2E_IMAGE_REF=$(E2E_IMAGE) HELM=$(HELM) $(GO) test -v -count=1 -timeout 30m .
 
 bench: ## hot-path benchmarks, then the whole-process benchmark (BLOB_MIB=256)
 	$(GO) test -run '^$$' -bench . -benchmem ./cache/... ./proxy/... ./registry/...

@@ -587,7 +587,7 @@ func TestCleanupHook(t *testing.T) {
 			assert.Equal(t, ds.Spec.Template.Spec.NodeSelector, cds.Spec.Template.Spec.NodeSelector)
 			assert.Equal(t, ds.Spec.Template.Spec.Tolerations, cds.Spec.Template.Spec.Tolerations)
 			assert.Equal(t, ds.Spec.Template.Spec.Affinity, cds.Spec.Template.Spec.Affinity)
-			assert.False(t, cds.Spec.Template.Spec.HostNetwork)
+			assert.True(t, cds.Spec.Template.Spec.HostNetwork, "cleans the node even with a broken pod network")
 			for k, v := range cds.Spec.Selector.MatchLabels {
 				assert.Equal(t, v, cds.Spec.Template.Labels[k])
 			}
@@ -622,6 +622,7 @@ func TestCleanupHook(t *testing.T) {
 			assert.Equal(t, "daemonset/"+cleanup, wait.Args[2])
 			assert.Contains(t, wait.Args, "--namespace="+namespace)
 			assert.Equal(t, cleanup, j.Spec.Template.Spec.ServiceAccountName)
+			assert.True(t, j.Spec.Template.Spec.HostNetwork, "waits for the nodes even with a broken pod network")
 			assert.False(t, matches(ds.Spec.Selector.MatchLabels, j.Spec.Template.Labels))
 
 			var r role
