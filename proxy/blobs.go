@@ -37,7 +37,7 @@ func (p *Proxy) Blob(ctx context.Context, registry, repo string, d digest.Digest
 	repo = m.Client.RepoPath(repo)
 	followed, retriedOwn := false, false
 	for {
-		b, f, err := p.openOrJoin(m, repo, d)
+		b, f, err := p.openOrJoin(ctx, m, repo, d)
 		if b != nil && followed {
 			b.Source = Miss // this request waited for the download
 		}
@@ -62,7 +62,7 @@ func (p *Proxy) Blob(ctx context.Context, registry, repo string, d digest.Digest
 
 // openOrJoin returns the cached blob, or the fill of d (started if none).
 // The fill is acquired for the caller.
-func (p *Proxy) openOrJoin(m *mirror, repo string, d digest.Digest) (*Blob, *fill, error) {
+func (p *Proxy) openOrJoin(ctx context.Context, m *mirror, repo string, d digest.Digest) (*Blob, *fill, error) {
 	if b, err := p.openCached(d); b != nil || err != nil {
 		return b, nil, err
 	}
@@ -78,6 +78,7 @@ func (p *Proxy) openOrJoin(m *mirror, repo string, d digest.Digest) (*Blob, *fil
 	}
 	f := newFill(d, m.name, repo)
 	f.slots = m.fillSlots
+	f.fromPeer = ctx.Value(fromPeerKey{}) != nil
 	f.acquire()
 	if !p.background(func(ctx context.Context) { p.runFill(ctx, f, m, repo) }) {
 		return nil, nil, errClosed

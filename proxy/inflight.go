@@ -30,6 +30,7 @@ type fills struct {
 type fill struct {
 	digest         digest.Digest
 	registry, repo string // whose download it is
+	fromPeer       bool   // started by a peer's request: asks no peer (peers.go)
 
 	slots *fillSlots // its registry's, told when a client leaves; nil in tests
 
@@ -289,9 +290,13 @@ func (p *Proxy) download(ctx context.Context, yield context.CancelCauseFunc, f *
 	p.metrics.fillsInProgress.Inc()
 	defer p.metrics.fillsInProgress.Dec()
 
+	done, askedAll := p.blobFromPeers(ctx, f, m, repo) // peers.go
+	if done {
+		return nil
+	}
 	body, err := m.Client.GetBlob(ctx, repo, f.digest.String())
 	if err != nil {
-		return err
+		return p.blobAfterUpstream(ctx, f, m, repo, askedAll, err)
 	}
 	defer body.Close()
 	b, err := p.blobBounds(f.digest, m.name, repo, body.Size)

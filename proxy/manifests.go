@@ -70,8 +70,9 @@ func (p *Proxy) manifestByDigest(ctx context.Context, m *mirror, repo string, d 
 		p.log.Error("cached manifest is corrupt on disk; fetching it again", "digest", d, "error", err)
 	}
 	key := m.name + "/" + repo + "@" + d.String()
+	usePeers := p.peersAllowed(ctx)
 	fm, err := p.shared(ctx, m.name, key, m.Client.Timeouts().Request, func(ctx context.Context) (*Manifest, error) {
-		return p.fetchManifest(ctx, m, repo, d.String(), d)
+		return p.manifestFromSources(ctx, m, repo, d, usePeers) // peers.go
 	})
 	if err != nil {
 		return nil, err
@@ -88,6 +89,12 @@ func (p *Proxy) fetchManifest(ctx context.Context, m *mirror, repo, ref string, 
 		p.upstreamFailed(m.name, repo, "manifest "+ref, err)
 		return nil, err
 	}
+	return p.acceptManifest(m, repo, ref, want, fm)
+}
+
+// acceptManifest verifies a manifest fetched for ref (from upstream or a
+// peer) and stores it.
+func (p *Proxy) acceptManifest(m *mirror, repo, ref string, want digest.Digest, fm upstream.Manifest) (*Manifest, error) {
 	bad := func(err error) error {
 		return &upstream.Error{Registry: m.name, Reason: upstream.ReasonBadResponse, Err: err}
 	}
@@ -127,7 +134,7 @@ func (p *Proxy) manifestByTag(ctx context.Context, m *mirror, repo, tag string) 
 	now := p.now()
 	cached, err := p.store.GetTag(key)
 	if errors.Is(err, cache.ErrNotFound) {
-		return p.fetchTag(ctx, m, key, timeouts.Request)
+		return p.fetchTagOrPeers(ctx, m, key, timeouts.Request)
 	}
 	if err != nil {
 		return nil, err
@@ -135,7 +142,7 @@ func (p *Proxy) manifestByTag(ctx context.Context, m *mirror, repo, tag string) 
 	cm, err := p.manifest(cached.Digest)
 	if err != nil {
 		// The tag points at a manifest the store no longer has.
-		return p.fetchTag(ctx, m, key, timeouts.Request)
+		return p.fetchTagOrPeers(ctx, m, key, timeouts.Request)
 	}
 	answer := &Manifest{Digest: cm.Digest, MediaType: cm.MediaType, Body: cm.Body, Source: Hit}
 	if m.TagTTL > 0 && now.Sub(cached.Confirmed) < m.TagTTL {
@@ -208,6 +215,16 @@ func (p *Proxy) staleOr(ctx context.Context, m *mirror, key cache.TagKey, cached
 	p.servedStale(m.name, key.Repo, key.Tag, ue)
 	cached.Source = Stale
 	return cached, nil
+}
+
+// fetchTagOrPeers is fetchTag for a tag nothing cached answers: while
+// upstream is unavailable, the peers' caches may (tagFromPeers).
+func (p *Proxy) fetchTagOrPeers(ctx context.Context, m *mirror, key cache.TagKey, budget time.Duration) (*Manifest, error) {
+	fm, err := p.fetchTag(ctx, m, key, budget)
+	if err != nil {
+		return p.tagFromPeers(ctx, m, key, err)
+	}
+	return fm, nil
 }
 
 // fetchTag GETs a tag from upstream, stores manifest and tag, and answers.

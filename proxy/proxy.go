@@ -95,6 +95,10 @@ type Options struct {
 	ManifestMemory int64
 	// FillTimeout bounds a whole blob download. Zero: 1h.
 	FillTimeout time.Duration
+	// Peers is the cluster tier: other lifeboats asked before upstream
+	// for what their node owns, and for anything while upstream is
+	// unavailable (peers.go). Nil: none.
+	Peers Peers
 	// Logger receives one line per upstream failure and per stale answer.
 	// Nil: discard.
 	Logger *slog.Logger
@@ -132,6 +136,7 @@ type Proxy struct {
 	metrics       *metrics
 	now           func() time.Time
 	fills         fills
+	peers         Peers
 	sizes         sizeHints
 	manifests     flights[*Manifest]
 	bodies        *bodies
@@ -177,7 +182,7 @@ func New(store *cache.Store, opts Options) (*Proxy, error) {
 		store: store, mirrors: make(map[string]*mirror), defaultName: opts.DefaultRegistry,
 		maxBlob: opts.MaxBlobSize, disk: diskBudget{store: store, reserve: opts.DiskReserve}, fillTimeout: opts.FillTimeout,
 		log: opts.Logger, metrics: newMetrics(opts.Registerer), now: opts.Now,
-		fills: fills{m: make(map[string]*fill)}, private: newPrivate(opts.Registerer),
+		fills: fills{m: make(map[string]*fill)}, private: newPrivate(opts.Registerer), peers: opts.Peers,
 		bodies: newBodies(cmp.Or(opts.ManifestMemory, DefaultManifestMemory)),
 	}
 	p.revalidations.launch = p.background

@@ -49,6 +49,8 @@ type Manifest struct {
 	MediaType string
 	// Digest is upstream's Docker-Content-Digest, if it sent one.
 	Digest string
+	// Header is the whole response header (a peer's X-Lifeboat-Confirmed).
+	Header http.Header
 }
 
 // GetManifest fetches a manifest by tag or digest, at most MaxManifestSize
@@ -84,7 +86,7 @@ func (c *Client) getDocument(ctx context.Context, repo, kind, ref string, header
 		return Manifest{}, &Error{Registry: c.cfg.Name, Reason: ReasonBadResponse, Err: fmt.Errorf("%s %s/%s:%s: %w (%d bytes)", strings.TrimSuffix(kind, "s"), c.cfg.Name, repo, ref, ErrTooLarge, MaxManifestSize)}
 	}
 	mt, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";")
-	return Manifest{Body: body, MediaType: strings.TrimSpace(mt), Digest: resp.Header.Get("Docker-Content-Digest")}, nil
+	return Manifest{Body: body, MediaType: strings.TrimSpace(mt), Digest: resp.Header.Get("Docker-Content-Digest"), Header: resp.Header}, nil
 }
 
 // HeadBlob returns the blob's size as upstream announces it (-1 if unsaid).
