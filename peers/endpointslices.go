@@ -10,8 +10,10 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -19,25 +21,33 @@ import (
 const PortName = "peer"
 
 // WatchEndpointSlices keeps the members in step with the EndpointSlices of
-// the headless Service service in namespace: its ready endpoints, on the
+// the headless Service named service: its ready endpoints, on the
 // port named PortName (or the only port). It returns once the informer has
-// synced; the watch runs until ctx ends. RBAC: get, list and watch
-// endpointslices in namespace.
-func (c *Cluster) WatchEndpointSlices(ctx context.Context, client kubernetes.Interface, namespace, service string) error {
+// synced, or ctx ended; the watch runs until ctx ends. RBAC: get, list and
+// watch endpointslices in the namespace api reads.
+func (c *Cluster) WatchEndpointSlices(ctx context.Context, api EndpointSliceAPI, service string) error {
 	selector := labels.Set{discoveryv1.LabelServiceName: service}.AsSelector().String()
-	factory := informers.NewSharedInformerFactoryWithOptions(client, 0, informers.WithNamespace(namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }))
-	informer := factory.Discovery().V1().EndpointSlices()
-	lister := informer.Lister()
-	update := func() {
-		slices, err := lister.EndpointSlices(namespace).List(labels.Everything())
-		if err != nil {
-			c.log.Warn("listing peer EndpointSlices", "error", err)
-			return
-		}
-		c.SetMembers(membersOf(slices))
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.LabelSelector = selector
+			return api.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = selector
+			return api.Watch(ctx, o)
+		},
 	}
-	_, err := informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	informer := cache.NewSharedIndexInformer(lw, &discoveryv1.EndpointSlice{}, 0, cache.Indexers{})
+	update := func() {
+		var eps []*discoveryv1.EndpointSlice
+		for _, o := range informer.GetStore().List() {
+			if s, ok := o.(*discoveryv1.EndpointSlice); ok {
+				eps = append(eps, s)
+			}
+		}
+		c.SetMembers(membersOf(eps))
+	}
+	_, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { update() },
 		UpdateFunc: func(any, any) { update() },
 		DeleteFunc: func(any) { update() },
@@ -45,14 +55,11 @@ func (c *Cluster) WatchEndpointSlices(ctx context.Context, client kubernetes.Int
 	if err != nil {
 		return err
 	}
-	factory.Start(ctx.Done())
-	for typ, ok := range factory.WaitForCacheSync(ctx.Done()) {
-		if !ok {
-			return fmt.Errorf("peer EndpointSlices of %s/%s: %v informer did not sync", namespace, service, typ)
-		}
+	go informer.RunWithContext(ctx)
+	if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
+		return fmt.Errorf("peer EndpointSlices of %s: %w", service, ctx.Err())
 	}
 	update()
-	go func() { <-ctx.Done(); factory.Shutdown() }()
 	return nil
 }
 
@@ -90,4 +97,52 @@ func peerPort(ports []discoveryv1.EndpointPort) int32 {
 		return 0
 	}
 	return *ports[i].Port
+}
+
+// EndpointSliceAPI lists and watches the EndpointSlices of one namespace:
+// a clientset's DiscoveryV1().EndpointSlices(namespace) (the fake one in
+// tests), or NewEndpointSliceAPI's.
+type EndpointSliceAPI interface {
+	List(ctx context.Context, opts metav1.ListOptions) (*discoveryv1.EndpointSliceList, error)
+	Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
+}
+
+// NewEndpointSliceAPI is an EndpointSliceAPI over a REST client that knows
+// discovery.k8s.io/v1 only: client-go's typed clientset registers every
+// API group, which would double the binary.
+func NewEndpointSliceAPI(cfg *rest.Config, namespace string) (EndpointSliceAPI, error) {
+	scheme := runtime.NewScheme()
+	if err := discoveryv1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	metav1.AddToGroupVersion(scheme, discoveryv1.SchemeGroupVersion)
+	cfg = rest.CopyConfig(cfg)
+	cfg.GroupVersion = &discoveryv1.SchemeGroupVersion
+	cfg.APIPath = "/apis"
+	cfg.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "lifeboat"
+	}
+	rc, err := rest.RESTClientFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return sliceREST{rc: rc, ns: namespace, codec: runtime.NewParameterCodec(scheme)}, nil
+}
+
+type sliceREST struct {
+	rc    *rest.RESTClient
+	ns    string
+	codec runtime.ParameterCodec
+}
+
+func (s sliceREST) List(ctx context.Context, opts metav1.ListOptions) (*discoveryv1.EndpointSliceList, error) {
+	out := &discoveryv1.EndpointSliceList{}
+	err := s.rc.Get().Namespace(s.ns).Resource("endpointslices").VersionedParams(&opts, s.codec).Do(ctx).Into(out)
+	return out, err
+}
+
+func (s sliceREST) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	opts.Watch = true
+	return s.rc.Get().Namespace(s.ns).Resource("endpointslices").VersionedParams(&opts, s.codec).Watch(ctx)
 }

@@ -62,6 +62,7 @@ type serveConfig struct {
 	PrefetchInterval time.Duration
 	ContainerdSocket string
 	NodeCheck        nodeCheckConfig
+	peerSettings     // peers.go
 }
 
 // nodeCheckConfig is what serve checks of the node's runtime configuration
@@ -249,7 +250,11 @@ func (c serveConfig) validate() error {
 			errs = append(errs, fmt.Errorf("--%s %q: %w", a.flag, a.addr, err))
 		}
 	}
+	if c.PeerListen != "" {
+		listeners = append(listeners, listenAddr{"peer-listen", c.PeerListen})
+	}
 	errs = append(errs, sharedListenAddrs(listeners)...)
+	errs = append(errs, c.validatePeers()...)
 	if c.DataDir == "" {
 		errs = append(errs, errEmptyDataDir)
 	}

@@ -130,6 +130,16 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	servers = append(servers, newServer(api, log), newServer(admin, log))
 	serveOn(servers[1], apiLn)
 	serveOn(servers[2], adminLn)
+	peerAddr, err := cfg.servePeers(gctx, g, svc, log, func(srv *http.Server, ln net.Listener) {
+		servers = append(servers, srv)
+		serveOn(srv, ln)
+	})
+	if err != nil {
+		for _, s := range servers[1:] {
+			s.Close()
+		}
+		return stopEarly(err)
+	}
 	g.Go(func() error {
 		t := time.NewTicker(accessFlushInterval)
 		defer t.Stop()
@@ -166,7 +176,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		"metrics_listen", metricsLn.Addr().String(), "admin_listen", adminLn.Addr().String(), "data_dir", cfg.DataDir,
 		"upstreams", len(cfg.Upstreams), "default_registry", cfg.DefaultRegistry,
 		"max_size", int64(cfg.MaxSize), "min_free_disk_bytes", cfg.MinFreeDisk.Bytes, "min_free_disk_fraction", cfg.MinFreeDisk.Fraction,
-		"prefetch", len(cfg.Prefetch))
+		"prefetch", len(cfg.Prefetch), "peer_listen", peerAddr)
 	err = g.Wait()
 	log.Info("stopped")
 	return err

@@ -53,7 +53,7 @@ const defaultAdminListen = "127.0.0.1:5091"
 
 // settingsTable is every setting of serve and the admin commands.
 func settingsTable() []setting {
-	return []setting{
+	return append([]setting{
 		{flag: "config", help: "serve's YAML config `file`: these settings, settings only the file has, and per-registry ones (see lifeboat serve --help)",
 			set: field(parseText, func(c *serveConfig) *string { return &c.ConfigFile })},
 		{flag: "listen", key: "listen", def: "127.0.0.1:5000", help: "`address` of the registry API (containerd's mirror endpoint)",
@@ -144,7 +144,7 @@ func settingsTable() []setting {
 			set: field(strconv.ParseBool, func(c *serveConfig) *bool { return &c.NodeCheck.OnlyIfPresent })},
 		{key: "nodeCheck.interval", def: "1m", help: "how often the node's runtime configuration is checked",
 			set: field(positiveDuration, func(c *serveConfig) *time.Duration { return &c.NodeCheck.Interval })},
-	}
+	}, peerRows()...) // peers.go
 }
 
 // timeout is the row of one of the timeouts every upstream inherits.

@@ -7,6 +7,7 @@ import (
 	"github.com/lifeboat-dev/lifeboat/cache"
 	"github.com/lifeboat-dev/lifeboat/credentials"
 	"github.com/lifeboat-dev/lifeboat/maintenance"
+	"github.com/lifeboat-dev/lifeboat/peers"
 	"github.com/lifeboat-dev/lifeboat/proxy"
 	"github.com/lifeboat-dev/lifeboat/upstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +19,7 @@ import (
 type services struct {
 	proxy       *proxy.Proxy
 	maintenance *maintenance.Service
+	cluster     *peers.Cluster // nil without --peer-listen
 }
 
 // newServices builds the upstream clients, the proxy and the maintenance
@@ -41,10 +43,18 @@ func (c serveConfig) newServices(store *cache.Store, log *slog.Logger, reg prome
 		ups = append(ups, m.Upstream)
 		clients = append(clients, client)
 	}
-	p, err := proxy.New(store, proxy.Options{
+	cluster, err := c.newCluster(log, reg)
+	if err != nil {
+		return nil, err
+	}
+	popts := proxy.Options{
 		Upstreams: ups, DefaultRegistry: c.DefaultRegistry, Logger: log, Registerer: reg,
 		MaxBlobSize: proxyLimit(c.MaxBlobSize), DiskReserve: proxyLimit(c.DiskReserve), FillTimeout: c.FillTimeout,
-	})
+	}
+	if cluster != nil {
+		popts.Peers = cluster
+	}
+	p, err := proxy.New(store, popts)
 	if err != nil {
 		return nil, err
 	}
@@ -55,7 +65,7 @@ func (c serveConfig) newServices(store *cache.Store, log *slog.Logger, reg prome
 		Prefetch: c.prefetchItems(), PrefetchInterval: c.PrefetchInterval,
 		Logger: log, Registerer: reg,
 	})
-	return &services{proxy: p, maintenance: svc}, nil
+	return &services{proxy: p, maintenance: svc, cluster: cluster}, nil
 }
 
 // Close stops the proxy's downloads; the store is the caller's.
