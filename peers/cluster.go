@@ -142,20 +142,27 @@ func (c *Cluster) Owns(d digest.Digest) bool {
 	return false
 }
 
-// others is key's ranking without this node: owners first.
-func (c *Cluster) others(key string) (owners, rest []string) {
+// others is key's ranking without this node, split in two: the owners
+// ranked above this node (all of them on a non-owner), best first, and
+// everyone else. A miss asks only the first group while upstream is
+// healthy: the top owner fetches from upstream, a lower one asks those
+// above it, so a blob is fetched once and requests only ever go up the
+// ranking (never in a circle). The others stand in when it is down.
+func (c *Cluster) others(key string) (above, rest []string) {
 	all := rank(c.members.snapshot(), key)
 	n := min(len(all), c.cfg.Replicas)
+	selfSeen := false
 	for i, a := range all {
 		switch {
 		case a == c.cfg.Self:
-		case i < n:
-			owners = append(owners, a)
+			selfSeen = true
+		case i < n && !selfSeen:
+			above = append(above, a)
 		default:
 			rest = append(rest, a)
 		}
 	}
-	return owners, rest
+	return above, rest
 }
 
 // client is the upstream.Client for one peer.

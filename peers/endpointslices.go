@@ -37,11 +37,16 @@ func (c *Cluster) WatchEndpointSlices(ctx context.Context, api EndpointSliceAPI,
 			return api.Watch(ctx, o)
 		},
 	}
-	informer := cache.NewSharedIndexInformer(lw, &discoveryv1.EndpointSlice{}, 0, cache.Indexers{})
+	// A plain list then watch: the streaming initial list (WatchList) needs
+	// an API server that sends its bookmark, and waits 10s per try for one
+	// that does not (client-go's fake included).
+	informer := cache.NewSharedIndexInformer(cache.ToListWatcherWithWatchListSemantics(lw, listThenWatch{}),
+		&discoveryv1.EndpointSlice{}, 0, cache.Indexers{})
 	update := func() {
 		var eps []*discoveryv1.EndpointSlice
 		for _, o := range informer.GetStore().List() {
-			if s, ok := o.(*discoveryv1.EndpointSlice); ok {
+			// The selector again: a watch is not always filtered (fakes).
+			if s, ok := o.(*discoveryv1.EndpointSlice); ok && s.Labels[discoveryv1.LabelServiceName] == service {
 				eps = append(eps, s)
 			}
 		}
@@ -146,3 +151,8 @@ func (s sliceREST) Watch(ctx context.Context, opts metav1.ListOptions) (watch.In
 	opts.Watch = true
 	return s.rc.Get().Namespace(s.ns).Resource("endpointslices").VersionedParams(&opts, s.codec).Watch(ctx)
 }
+
+// listThenWatch tells client-go's reflector not to use WatchList.
+type listThenWatch struct{}
+
+func (listThenWatch) IsWatchListSemanticsUnSupported() bool { return true }

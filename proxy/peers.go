@@ -19,13 +19,11 @@ import (
 // its digest and stores it, and an answer try refuses sends the tier on to
 // the next peer.
 type Peers interface {
-	// Owns reports whether this node is among d's owners. A miss on an
-	// owner goes to upstream; a miss elsewhere asks the owners first.
-	Owns(d digest.Digest) bool
-	// Blob asks for blob d of registry/repo: d's owners (this node left
-	// out), and with everyone also a bounded set of the other ready
-	// peers. Each answer that starts is handed to try, until try returns
-	// nil. It returns ErrNoPeer when no peer had it.
+	// Blob asks for blob d of registry/repo: d's owners ranked above this
+	// node (none on d's first owner, which goes to upstream), and with
+	// everyone also a bounded set of the other ready peers. Each answer
+	// that starts is handed to try, until try returns nil. It returns
+	// ErrNoPeer when no peer had it.
 	Blob(ctx context.Context, registry, repo string, d digest.Digest, everyone bool, try func(*upstream.Blob) error) error
 	// Manifest is Blob for a manifest by digest.
 	Manifest(ctx context.Context, registry, repo string, d digest.Digest, everyone bool, try func(upstream.Manifest) error) error
@@ -97,18 +95,15 @@ func (p *Proxy) CachedTag(registry, repo, tag string) (*Manifest, time.Time, err
 	return cm, t.Confirmed, err
 }
 
-// blobFromPeers fills f from peers: d's owners while upstream is healthy
-// (unless this node owns d, and never for a fill a peer started), every
-// ready peer in an outage. done says the fill is over, err its outcome.
+// blobFromPeers fills f from peers: the owners ranked above this node
+// while upstream is healthy, every ready peer in an outage; never for a
+// fill a peer started. done says the fill is over, err its outcome.
 // everyone says whether every peer was asked (upstream's circuit is open).
 func (p *Proxy) blobFromPeers(ctx context.Context, f *fill, m *mirror, repo string) (done, everyone bool) {
 	if p.peers == nil || f.fromPeer {
 		return false, false
 	}
 	everyone = m.Client.CircuitOpen()
-	if !everyone && p.peers.Owns(f.digest) {
-		return false, false
-	}
 	err := p.peers.Blob(ctx, m.name, repo, f.digest, everyone, func(b *upstream.Blob) error {
 		return p.fillFromPeer(ctx, f, m, repo, b)
 	})
@@ -178,8 +173,8 @@ func (p *Proxy) fillFromPeer(ctx context.Context, f *fill, m *mirror, repo strin
 	return nil
 }
 
-// manifestFromSources fetches manifest d of repo: from its owners first
-// (unless this node owns it), then upstream, then, while upstream is
+// manifestFromSources fetches manifest d of repo: from the owners ranked
+// above this node first, then upstream, then, while upstream is
 // unavailable, from every peer. usePeers is false for a fetch a peer
 // asked for.
 func (p *Proxy) manifestFromSources(ctx context.Context, m *mirror, repo string, d digest.Digest, usePeers bool) (*Manifest, error) {
@@ -194,7 +189,7 @@ func (p *Proxy) manifestFromSources(ctx context.Context, m *mirror, repo string,
 		return got
 	}
 	down := m.Client.CircuitOpen()
-	if usePeers && (down || !p.peers.Owns(d)) {
+	if usePeers {
 		if fm := fromPeers(down); fm != nil {
 			return fm, nil
 		}

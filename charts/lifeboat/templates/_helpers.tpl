@@ -97,7 +97,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
      the check is here, at render, before anything reaches the cluster. */}}
 {{- define "lifeboat.checkPorts" -}}
 {{- $seen := dict }}
-{{- range $key, $port := dict "registryPort" .Values.registryPort "metrics.port" .Values.metrics.port "adminPort" .Values.adminPort }}
+{{- $ports := dict "registryPort" .Values.registryPort "metrics.port" .Values.metrics.port "adminPort" .Values.adminPort }}
+{{- if .Values.peers.enabled }}{{ $_ := set $ports "peers.port" .Values.peers.port }}{{ end }}
+{{- range $key, $port := $ports }}
 {{- $p := toString (int $port) }}
 {{- if hasKey $seen $p }}
 {{- fail (printf "%s and %s are both %s: lifeboat's listeners need a port each" (get $seen $p) $key $p) }}
@@ -173,4 +175,25 @@ capabilities:
   {{- end }}
 seccompProfile:
   type: RuntimeDefault
+{{- end }}
+
+{{/* The cluster tier's settings: this pod's IP (the node's, hostNetwork)
+     and node name from the downward API. */}}
+{{- define "lifeboat.peerEnv" -}}
+- name: POD_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
+- name: LIFEBOAT_NODE_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: spec.nodeName
+- name: LIFEBOAT_PEER_LISTEN
+  value: "$(POD_IP):{{ int .Values.peers.port }}"
+- name: LIFEBOAT_PEER_SERVICE
+  value: "{{ .Release.Namespace }}/{{ include "lifeboat.fullname" . }}-peers"
+- name: LIFEBOAT_PEER_REPLICAS
+  value: {{ .Values.peers.replicas | int | quote }}
+- name: LIFEBOAT_PEER_TOKEN_FILE
+  value: /etc/lifeboat/peer/token
 {{- end }}
