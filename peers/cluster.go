@@ -197,6 +197,11 @@ func (k tokenKeychain) Resolve(authn.Resource) (authn.Authenticator, error) {
 	return authn.FromConfig(authn.AuthConfig{RegistryToken: string(k)}), nil
 }
 
+// peerPrefix starts every peer API repository path. No repository name
+// can start with "_", so the registry API refuses every peer path, and the
+// peer API nothing else.
+const peerPrefix = "_lifeboat/"
+
 // peerRepo is the repository path on the peer API: the registry first, as
 // CRI-O's mirror paths do, so that one peer listener serves every registry.
-func peerRepo(registry, repo string) string { return registry + "/" + repo }
+func peerRepo(registry, repo string) string { return peerPrefix + registry + "/" + repo }

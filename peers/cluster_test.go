@@ -191,7 +191,7 @@ func TestPeerAPISecurity(t *testing.T) {
 	require.NoError(t, err)
 	ld, err := layers[0].Digest()
 	require.NoError(t, err)
-	path := "/v2/" + testRegistry + "/app/blobs/" + ld.String()
+	path := "/v2/_lifeboat/" + testRegistry + "/app/blobs/" + ld.String()
 
 	for _, token := range []string{"", "wrong-token-0123456789"} {
 		resp := peerGet(t, a, path, token)
@@ -218,12 +218,14 @@ func TestPeerAPISecurity(t *testing.T) {
 	}
 	require.NotNil(t, notOwner)
 	before := up.Requests("GET blobs")
-	resp = peerGet(t, notOwner, "/v2/"+testRegistry+"/other/blobs/"+od.String(), testToken)
+	resp = peerGet(t, notOwner, "/v2/_lifeboat/"+testRegistry+"/other/blobs/"+od.String(), testToken)
 	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
 	assert.Equal(t, before, up.Requests("GET blobs"), "no upstream fetch for a digest this node does not own")
 	// Not a registry mirrored here; not a peer path.
-	assert.Equal(t, http.StatusNotFound, peerGet(t, a, "/v2/elsewhere.io/app/blobs/"+ld.String(), testToken).StatusCode)
+	assert.Equal(t, http.StatusNotFound, peerGet(t, a, "/v2/_lifeboat/elsewhere.io/app/blobs/"+ld.String(), testToken).StatusCode)
 	assert.Equal(t, http.StatusNotFound, peerGet(t, a, "/metrics", testToken).StatusCode)
+	assert.Equal(t, http.StatusNotFound, peerGet(t, a, "/v2/"+testRegistry+"/app/blobs/"+ld.String(), testToken).StatusCode,
+		"the registry API's paths are not the peer API's")
 }
 
 // badPeer is a peer API that answers every request with the token, as an

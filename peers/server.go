@@ -35,7 +35,7 @@ func (c *Cluster) Handler(p *proxy.Proxy) http.Handler {
 }
 
 // peerRoute is a peer API path, parsed once: /v2/ or
-// /v2/<registry>/<repository>/(manifests|blobs)/<reference>.
+// /v2/_lifeboat/<registry>/<repository>/(manifests|blobs)/<reference>.
 type peerRoute struct {
 	kind           string // base, manifest, blob
 	registry, repo string
@@ -46,7 +46,7 @@ func parsePeerPath(path string) (peerRoute, bool) {
 	if path == "/v2/" {
 		return peerRoute{kind: "base"}, true
 	}
-	rest, ok := strings.CutPrefix(path, "/v2/")
+	rest, ok := strings.CutPrefix(path, "/v2/"+peerPrefix)
 	if !ok {
 		return peerRoute{}, false
 	}
