@@ -14,7 +14,9 @@ const mod = "github.com/lifeboat-dev/lifeboat/"
 
 // allowed lists, per package, every import outside the standard library
 // it may have (a trailing / allows a module's packages). Imports point
-// down: registry → proxy → upstream, cache; maintenance beside registry;
+// down: registry → proxy → upstream, cache; maintenance and peers beside
+// registry (peers: client-go's REST client and informer only, never the
+// clientset, which registers every API group);
 // nodeconfig and cache are leaves. A new dependency is a decision, taken
 // here, as go-containerregistry's AssertOnlyDependencies makes it.
 var allowed = map[string][]string{
@@ -38,6 +40,12 @@ var allowed = map[string][]string{
 	"maintenance": {
 		mod + "cache", mod + "proxy", mod + "upstream", "github.com/distribution/reference",
 		"github.com/opencontainers/go-digest", "github.com/prometheus/client_golang/prometheus",
+	},
+	"peers": {
+		mod + "cache", mod + "proxy", mod + "upstream", "github.com/distribution/reference",
+		"github.com/google/go-containerregistry/pkg/authn", "github.com/opencontainers/go-digest",
+		"github.com/prometheus/client_golang/prometheus",
+		"k8s.io/api/discovery/v1", "k8s.io/apimachinery/pkg/", "k8s.io/client-go/rest", "k8s.io/client-go/tools/cache",
 	},
 	"registry": {
 		mod + "proxy", mod + "upstream", "github.com/distribution/reference",

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -180,7 +181,7 @@ func settingExamples(t *testing.T) map[string]settingExample {
 	dur := func(get func(serveConfig) time.Duration) func(serveConfig) any {
 		return func(c serveConfig) any { return get(c) }
 	}
-	return map[string]settingExample{
+	examples := map[string]settingExample{
 		"config":            {value: other, get: func(c serveConfig) any { return c.Listen }, want: "127.0.0.1:7009"},
 		"listen":            {value: "127.0.0.1:7001", get: func(c serveConfig) any { return c.Listen }, want: "127.0.0.1:7001"},
 		"metrics-listen":    {value: "127.0.0.1:7002", get: func(c serveConfig) any { return c.MetricsListen }, want: "127.0.0.1:7002"},
@@ -232,6 +233,8 @@ func settingExamples(t *testing.T) map[string]settingExample {
 		"nodeCheck.interval":         {value: "3m", get: dur(func(c serveConfig) time.Duration { return c.NodeCheck.Interval }), want: 3 * time.Minute},
 		"prefetchInterval":           {value: "2h", get: dur(func(c serveConfig) time.Duration { return c.PrefetchInterval }), want: 2 * time.Hour},
 	}
+	maps.Copy(examples, peerSettingExamples()) // peers_test.go
+	return examples
 }
 
 // serveRows is the settings table without the admin commands' own rows.
