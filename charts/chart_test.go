@@ -143,6 +143,10 @@ func decodeKnown(t *testing.T, apiVersion, kind string, doc []byte) {
 		into = &role{}
 	case "rbac.authorization.k8s.io/v1 RoleBinding":
 		into = &roleBinding{}
+	case "v1 Secret":
+		into = &secret{}
+	case "networking.k8s.io/v1 NetworkPolicy":
+		into = &networkPolicy{}
 	case "monitoring.coreos.com/v1 ServiceMonitor", "monitoring.coreos.com/v1 PrometheusRule":
 		return
 	default:
@@ -363,7 +367,8 @@ func TestDefaults(t *testing.T) {
 		"ServiceAccount/" + name, "ConfigMap/" + name, "DaemonSet/" + name,
 		"ServiceAccount/" + cleanup, "Role/" + cleanup, "RoleBinding/" + cleanup,
 		"DaemonSet/" + cleanup, "Job/" + cleanup + "-wait",
-	}, m.keys(), "monitoring objects are off by default")
+		"Service/" + name + "-peers", "Role/" + name + "-peers", "RoleBinding/" + name + "-peers", "Secret/" + name + "-peer-token",
+	}, m.keys(), "monitoring objects are off by default; the cluster tier on")
 
 	var ds daemonSet
 	m.get(t, "DaemonSet", name, &ds)
@@ -378,7 +383,7 @@ func TestDefaults(t *testing.T) {
 	assert.Empty(t, string(pod.Tolerations[0].Effect))
 	assert.Equal(t, "system-node-critical", pod.PriorityClassName)
 	assert.Equal(t, int64(30), deref(t, pod.TerminationGracePeriodSeconds))
-	assert.False(t, deref(t, pod.AutomountServiceAccountToken), "lifeboat never calls the API")
+	assert.True(t, deref(t, pod.AutomountServiceAccountToken), "lifeboat watches the peers' EndpointSlices (peers_test.go)")
 	assert.Equal(t, name, pod.ServiceAccountName)
 	assert.Equal(t, ds.Spec.Selector.MatchLabels, map[string]string{
 		"app.kubernetes.io/name": "lifeboat", "app.kubernetes.io/instance": release,
@@ -411,7 +416,7 @@ func TestDefaults(t *testing.T) {
 	for _, p := range c.Ports {
 		ports[p.Name] = p.ContainerPort
 	}
-	assert.Equal(t, map[string]int32{"registry": 5000, "metrics": 5090}, ports)
+	assert.Equal(t, map[string]int32{"registry": 5000, "metrics": 5090, "peer": 5001}, ports)
 
 	sc := c.SecurityContext
 	require.NotNil(t, sc)
@@ -441,6 +446,7 @@ func TestDefaults(t *testing.T) {
 		// What lifeboat_node_config_ok and lifeboat doctor check, read-only.
 		"containerd-config": "/etc/containerd:ro",
 		"containerd-hosts":  "/etc/containerd/certs.d:ro",
+		"peer-token":        "/etc/lifeboat/peer:ro",
 	}, mounts(c), "no credentials without credentials.existingSecret")
 	data := findVolume(t, pod.Volumes, "data")
 	require.NotNil(t, data.HostPath)
@@ -846,7 +852,7 @@ func TestFullValues(t *testing.T) {
 	assert.NotEmpty(t, ds.Spec.Template.Annotations["checksum/config"])
 	assert.Equal(t, "node", ds.Spec.Template.Labels["example.com/tier"])
 	assert.Equal(t, "lifeboat-sa", pod.ServiceAccountName)
-	assert.Equal(t, []string{"GOMEMLIMIT"}, []string{c.Env[0].Name})
+	assert.Equal(t, "GOMEMLIMIT", c.Env[len(c.Env)-1].Name, "extraEnv after the chart's own")
 	cpuLimit := c.Resources.Limits[resCPU]
 	assert.Equal(t, "1", cpuLimit.String())
 

@@ -6,6 +6,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 )
 
@@ -25,4 +26,6 @@ type (
 	job                = batchv1.Job
 	role               = rbacv1.Role
 	roleBinding        = rbacv1.RoleBinding
+	secret             = corev1.Secret
+	networkPolicy      = networkingv1.NetworkPolicy
 )
