@@ -890,6 +890,8 @@ func TestFullValues(t *testing.T) {
 		"LifeboatDigestMismatch":          {"lifeboat_proxy_digest_mismatches_total", ""},
 		"LifeboatRateLimitLow":            {"lifeboat_upstream_ratelimit_remaining) < 25", ""},
 		"LifeboatFillsBusy":               {"lifeboat_proxy_fills_in_progress", "10m"},
+		"LifeboatPeerContentRejected":     {`lifeboat_peer_requests_total{result="rejected"}`, ""},
+		"LifeboatPeersUnreachable":        {`lifeboat_peer_requests_total{result=~"error|circuit_open"}`, "10m"},
 	} {
 		r, ok := rules[alert]
 		if assert.True(t, ok, "alert %s missing", alert) {
