@@ -299,24 +299,11 @@ func (p *Proxy) download(ctx context.Context, yield context.CancelCauseFunc, f *
 		return p.blobAfterUpstream(ctx, f, m, repo, askedAll, err)
 	}
 	defer body.Close()
-	b, err := p.blobBounds(f.digest, m.name, repo, body.Size)
-	if err != nil {
-		return err
-	}
-	claim, err := p.disk.admit(f.digest, b.size)
+	b, claim, w, rf, err := p.ingestFor(f, m, repo, body.Size)
 	if err != nil {
 		return err
 	}
 	defer claim.done()
-	w, err := p.store.NewIngest(f.digest, b.size)
-	if err != nil {
-		return err
-	}
-	rf, err := os.Open(w.Path())
-	if err != nil {
-		w.Abort()
-		return fmt.Errorf("open ingest file for readers: %w", err)
-	}
 	f.start(b.size, rf)
 
 	// The body enforces the stall limit (upstream.Blob): its clock runs
@@ -380,6 +367,32 @@ func (p *Proxy) download(ctx context.Context, yield context.CancelCauseFunc, f *
 		return errRelayed
 	}
 	return w.Commit()
+}
+
+// ingestFor bounds a download of f's blob, announced as announced bytes
+// (blobBounds), claims its disk space (diskBudget) and opens an ingest file,
+// with a second handle for the fill's readers. The caller ends the claim.
+func (p *Proxy) ingestFor(f *fill, m *mirror, repo string, announced int64) (blobBound, *diskClaim, *cache.Ingest, *os.File, error) {
+	b, err := p.blobBounds(f.digest, m.name, repo, announced)
+	if err != nil {
+		return b, nil, nil, nil, err
+	}
+	claim, err := p.disk.admit(f.digest, b.size)
+	if err != nil {
+		return b, nil, nil, nil, err
+	}
+	w, err := p.store.NewIngest(f.digest, b.size)
+	if err != nil {
+		claim.done()
+		return b, nil, nil, nil, err
+	}
+	rf, err := os.Open(w.Path())
+	if err != nil {
+		w.Abort()
+		claim.done()
+		return b, nil, nil, nil, fmt.Errorf("open ingest file for readers: %w", err)
+	}
+	return b, claim, w, rf, nil
 }
 
 // errBeyondManifest marks a blob refused for being larger than the size

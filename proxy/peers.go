@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/lifeboat-dev/lifeboat/cache"
@@ -133,24 +132,11 @@ func (p *Proxy) blobAfterUpstream(ctx context.Context, f *fill, m *mirror, repo 
 // and the next source starts from a clean ingest.
 func (p *Proxy) fillFromPeer(ctx context.Context, f *fill, m *mirror, repo string, body *upstream.Blob) error {
 	defer body.Close()
-	b, err := p.blobBounds(f.digest, m.name, repo, body.Size)
-	if err != nil {
-		return err
-	}
-	claim, err := p.disk.admit(f.digest, b.size)
+	b, claim, w, rf, err := p.ingestFor(f, m, repo, body.Size)
 	if err != nil {
 		return err
 	}
 	defer claim.done()
-	w, err := p.store.NewIngest(f.digest, b.size)
-	if err != nil {
-		return err
-	}
-	rf, err := os.Open(w.Path())
-	if err != nil {
-		w.Abort()
-		return fmt.Errorf("open ingest file for readers: %w", err)
-	}
 	n, err := io.Copy(w, io.LimitReader(body, b.limit+1))
 	claim.wrote(n)
 	switch {
