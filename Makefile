@@ -66,7 +66,7 @@ e2e: ## the mission on a real single-node Kubernetes (root): builds the Kubernet
 
 bench: ## hot-path benchmarks, then the whole-process benchmark (BLOB_MIB=256)
 	$(GO) test -run '^$$' -bench . -benchmem ./cache/... ./proxy/... ./registry/...
-	cd integration && LIFEBOAT_BENCH_BLOB_MIB=$(or $(BLOB_MIB),256) $(GO) test -run '^$$' -bench WholeProcess -benchtime 1x -timeout 20m .
+	cd integration && LIFEBOAT_BENCH_BLOB_MIB=$(or $(BLOB_MIB),256) $(GO) test -run '^$$' -bench 'WholeProcess|Cluster' -benchtime 1x -timeout 30m .
 
 fuzz: ## run every Fuzz target for FUZZTIME each (default 20s; CI's run; the long run: make fuzz FUZZTIME=30m)
 	@for dir in $$(grep -l "^func Fuzz" $$(git ls-files '*_test.go') | xargs -r -n1 dirname | sort -u); do \

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,13 +18,13 @@ const clusterToken = "cluster-test-token-0123456789"
 
 // startNode runs one lifeboat of a static cluster: its peer API on self,
 // every node listed in all.
-func startNode(t *testing.T, upURL, tokenFile, self string, all []string, extra ...string) *lifeboat {
+func startNode(t testing.TB, upURL, tokenFile, self string, all []string, extra ...string) *lifeboat {
 	t.Helper()
 	return startLifeboat(t, t.TempDir(), append([]string{"--upstream", upstreamName + "=" + upURL, "--default-registry", upstreamName,
 		"--peer-listen", self, "--peers", strings.Join(all, ","), "--peer-token-file", tokenFile}, extra...)...)
 }
 
-func writeToken(t *testing.T) string {
+func writeToken(t testing.TB) string {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), "token")
 	require.NoError(t, os.WriteFile(f, []byte(clusterToken+"\n"), 0o600))
@@ -133,7 +132,6 @@ func TestPeerSecurity(t *testing.T) {
 		resp := get(lb.URL+peerPath, auth)
 		assert.GreaterOrEqual(t, resp.StatusCode, 400, "the registry listener never answers a peer path (auth %q)", auth)
 	}
-	_ = fmt.Sprint
 }
 
 // TestDeadPeerCost: a peer that never accepts a connection costs a pull

@@ -26,7 +26,7 @@ const upstreamName = "upstream.test"
 
 // pullCrane pulls repoTag through lifeboat with go-containerregistry (what
 // crane does), verifies every digest, and returns the manifest digest.
-func pullCrane(t *testing.T, lb *lifeboat, repoTag string) v1.Hash {
+func pullCrane(t testing.TB, lb *lifeboat, repoTag string) v1.Hash {
 	t.Helper()
 	ref, err := name.ParseReference(lb.Host+"/"+repoTag, name.Insecure)
 	require.NoError(t, err)
