@@ -83,7 +83,7 @@ func TestClusterSharesCaches(t *testing.T) {
 		e := freeAddr(t)
 		lbE := startNode(t, "http://127.0.0.1:1", token, e, append(addrs, e))
 		for _, version := range []string{"1.6", "2.x"} {
-			c := startContainerd(t, bins[version], version, upstreamName, lbE.URL, "http://127.0.0.1:1")
+			c := startContainerd(t, bins.get(t, version), version, upstreamName, lbE.URL, "http://127.0.0.1:1")
 			got, took, err := c.pull(t, upstreamName+"/team/app:v1", time.Minute)
 			require.NoError(t, err, "containerd %s pulls through an empty node while upstream is down", version)
 			assert.Equal(t, upstreamName+"/team/app@"+digest.String(), got)
