@@ -161,6 +161,24 @@ var alertScenarios = map[string][]scenario{
 			// The first error, at 2m, starts the for: firing at 2m + for.
 			[]evalAt{afterFor(1), afterFor(2, map[string]string{"kind": "tags"})}},
 	},
+	"LifeboatPeerContentRejected": {
+		{"fires", map[string]string{`lifeboat_peer_requests_total{` + inst + `, kind="blob", result="rejected"}`: "0 0 2x10"},
+			[]evalAt{at(1), at(3, map[string]string{"kind": "blob"})}},
+		{"quiet", map[string]string{
+			`lifeboat_peer_requests_total{` + inst + `, kind="blob", result="rejected"}`: "0x20",
+			`lifeboat_peer_requests_total{` + inst + `, kind="blob", result="ok"}`:       "0+5x20",
+		}, []evalAt{at(5)}},
+		{"first", map[string]string{`lifeboat_peer_requests_total{` + inst + `, kind="manifest", result="rejected"}`: "0 0 1x10"},
+			[]evalAt{at(3, map[string]string{"kind": "manifest"})}},
+	},
+	"LifeboatPeersUnreachable": {
+		{"fires", map[string]string{`lifeboat_peer_requests_total{` + inst + `, kind="blob", result="circuit_open"}`: "0 0 0 100+10x40"},
+			[]evalAt{afterFor(1), afterFor(4, map[string]string{"instance": "10.0.0.1:9090"})}},
+		{"quiet", map[string]string{`lifeboat_peer_requests_total{` + inst + `, kind="blob", result="error"}`: "0 0 0 10x40"}, // a few failures, once
+			[]evalAt{afterFor(4)}},
+		{"first", map[string]string{`lifeboat_peer_requests_total{` + inst + `, kind="blob", result="error"}`: "0+30x40"},
+			[]evalAt{afterFor(3, map[string]string{"instance": "10.0.0.1:9090"})}},
+	},
 	"LifeboatRateLimitLow": {
 		{"fires", map[string]string{`lifeboat_upstream_ratelimit_remaining{` + inst + `, ` + reg + `}`: "100 50 5x10"},
 			[]evalAt{at(1), {at: 2, fire: []map[string]string{{"registry": "docker.io"}}, value: "5"}}},
