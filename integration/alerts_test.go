@@ -73,7 +73,9 @@ upstreams:
   - name: faulty.test
     url: `+faulty.URL+`
 `), 0o644))
-	lb := startLifeboat(t, t.TempDir(), "--config", cfg)
+	// A one-node cluster tier, so the dashboard's peer panels have series.
+	peer := freeAddr(t)
+	lb := startLifeboat(t, t.TempDir(), "--config", cfg, "--peer-listen", peer, "--peers", peer, "--peer-token-file", writeToken(t))
 	pullCrane(t, lb, "team/app:v1") // cached on outage.test
 
 	promStart := time.Now() // the rate limit and the cache size are known from the first scrape
