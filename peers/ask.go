@@ -245,3 +245,43 @@ func (c *Cluster) Tag(ctx context.Context, registry, repo, tag string, try func(
 	}
 	return proxy.ErrNoPeer
 }
+
+// replicateTimeout bounds one replication request: the owner below only
+// starts its copy within it (its download runs on its own).
+const replicateTimeout = 10 * time.Second
+
+// Stored asks the owner ranked just below this node, if this node is one
+// of d's owners, to take a copy: a HEAD on its peer API makes it fetch d
+// from the owners above it (this node among them), and once its copy is
+// stored it asks the next one. One request per blob and owner, in the
+// background, at most maxReplications at once (more are dropped: the next
+// pull of the blob on that owner fetches it anyway).
+func (c *Cluster) Stored(registry, repo string, d digest.Digest) {
+	all := rank(c.members.snapshot(), d.String())
+	n := min(len(all), c.cfg.Replicas)
+	i := slices.Index(all[:n], c.cfg.Self)
+	if i < 0 || i+1 >= n {
+		return
+	}
+	next := all[i+1]
+	select {
+	case c.replications <- struct{}{}:
+	default:
+		c.metrics.requests.WithLabelValues("replicate", "dropped").Inc()
+		return
+	}
+	go func() {
+		defer func() { <-c.replications }()
+		cl, ok := c.usable("replicate", next)
+		if !ok {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), replicateTimeout)
+		defer cancel()
+		if _, err := cl.HeadBlob(ctx, peerRepo(registry, repo), d.String()); err != nil {
+			c.failed("replicate", next, err)
+			return
+		}
+		c.metrics.requests.WithLabelValues("replicate", "ok").Inc()
+	}()
+}

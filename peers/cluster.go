@@ -76,7 +76,12 @@ type Cluster struct {
 
 	mu      sync.Mutex
 	clients map[string]*upstream.Client // by address, built on first use
+
+	replications chan struct{} // replication requests in flight (Stored)
 }
+
+// maxReplications bounds the replication requests in flight.
+const maxReplications = 8
 
 var _ proxy.Peers = (*Cluster)(nil)
 
@@ -110,7 +115,8 @@ func New(cfg Config) (*Cluster, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Cluster{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registerer), clients: map[string]*upstream.Client{}}
+	c := &Cluster{cfg: cfg, log: cfg.Logger, metrics: newMetrics(cfg.Registerer), clients: map[string]*upstream.Client{},
+		replications: make(chan struct{}, maxReplications)}
 	c.members = membership{self: cfg.Self, node: cfg.Node, log: cfg.Logger, changed: func(n int) { c.metrics.ready.Set(float64(n)) }}
 	return c, nil
 }

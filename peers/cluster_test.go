@@ -350,3 +350,30 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// A blob pulled on one node ends up on that node and on all R owners,
+// while upstream serves it once.
+func TestBlobReplicatedToItsOwners(t *testing.T) {
+	t.Parallel()
+	up := upstreamtest.Start(t)
+	img := pushImage(t, up, "app:v1", 4)
+	before := up.Requests("GET blobs")
+	nodes := cluster(t, up, 4, Config{Replicas: 3})
+	pull(t, nodes[0], "app", "v1")
+	byAddr := map[string]*node{}
+	for _, n := range nodes {
+		byAddr[n.addr] = n
+	}
+	layers, err := img.Layers()
+	require.NoError(t, err)
+	for _, l := range layers {
+		d := digest.Digest(must(l.Digest()).String())
+		for _, o := range nodes[0].c.Owners(d) {
+			require.EventuallyWithT(t, func(ct *assert.CollectT) {
+				_, err := byAddr[o].store.Stat(d)
+				assert.NoError(ct, err, "owner %s holds %s", o, d)
+			}, 10*time.Second, 20*time.Millisecond)
+		}
+	}
+	assert.Equal(t, 5, up.Requests("GET blobs")-before, "each blob from upstream once")
+}

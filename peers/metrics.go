@@ -17,7 +17,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lifeboat_peer_requests_total",
-			Help: "Requests this node sent to peers, by kind (blob, manifest, tag) and result (ok: verified and used; not_found; rejected: failed verification or storage; error: unavailable; circuit_open: not sent; denied: the peer refused the token; cancelled: another peer answered first).",
+			Help: "Requests this node sent to peers, by kind (blob, manifest, tag; replicate: asking the next owner to take a copy) and result (ok: verified and used; not_found; rejected: failed verification or storage; error: unavailable; circuit_open: not sent; denied: the peer refused the token; cancelled: another peer answered first).",
 		}, []string{"kind", "result"}),
 		received: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lifeboat_peer_received_bytes_total",
@@ -29,11 +29,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		servedReqs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lifeboat_peer_served_requests_total",
-			Help: "Requests this node's peer API answered, by kind (base, blob, manifest, tag) and result (hit, owner_fetch, not_found, unauthorized, error).",
+			Help: "Requests this node's peer API answered, by kind (base, blob, manifest, tag) and result (hit, owner_fetch, replicate, not_found, unauthorized, error).",
 		}, []string{"kind", "result"}),
 		ownerFetches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lifeboat_peer_owner_fetches_total",
-			Help: "Misses a peer asked this node for as the digest's owner, fetched from upstream, by kind (blob, manifest) and result (ok, error).",
+			Help: "Misses a peer asked this node for as the digest's owner, by kind (blob, manifest; replica: a copy the owner above asked this one to take) and result (ok, error).",
 		}, []string{"kind", "result"}),
 		ready: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "lifeboat_peers_ready",

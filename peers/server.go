@@ -1,6 +1,7 @@
 package peers
 
 import (
+	"context"
 	"crypto/subtle"
 	"errors"
 	"io"
@@ -105,6 +106,19 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.c.metrics.servedReqs.WithLabelValues(kind, result).Inc()
 }
 
+// replicate starts this node's copy of blob d, from the owners above it.
+func (s *server) replicate(rt peerRoute, d digest.Digest) {
+	go func() {
+		ctx, cancel := context.WithTimeout(proxy.FromPeer(context.Background()), replicateTimeout)
+		defer cancel()
+		b, err := s.p.Blob(ctx, rt.registry, rt.repo, d, true)
+		s.c.metrics.ownerFetches.WithLabelValues("replica", okOr(err)).Inc()
+		if err == nil {
+			b.Content.Close()
+		}
+	}()
+}
+
 // ownerFetch reports whether this node fetches d from upstream for a peer:
 // it owns d and its upstream is not known to be down.
 func (s *server) ownerFetch(registry string, d digest.Digest) bool {
@@ -119,6 +133,13 @@ func (s *server) blob(w http.ResponseWriter, r *http.Request, rt peerRoute) stri
 	}
 	result := "hit"
 	b, err := s.p.CachedBlob(d)
+	if errors.Is(err, cache.ErrNotFound) && r.Method == http.MethodHead && s.ownerFetch(rt.registry, d) {
+		// The owner above asks this one to take a copy (Cluster.Stored):
+		// start it and answer at once; the download runs on its own.
+		s.replicate(rt, d)
+		w.WriteHeader(http.StatusAccepted)
+		return "replicate"
+	}
 	if errors.Is(err, cache.ErrNotFound) && s.ownerFetch(rt.registry, d) {
 		result = "owner_fetch"
 		b, err = s.p.Blob(proxy.FromPeer(r.Context()), rt.registry, rt.repo, d, true)

@@ -264,6 +264,9 @@ func (p *Proxy) runFill(bg context.Context, f *fill, m *mirror, repo string) {
 		p.upstreamFailed(m.name, repo, "blob "+f.digest.String(), err)
 	}
 	p.metrics.fills.WithLabelValues(m.name, result).Inc()
+	if result == fillOK && p.peers != nil {
+		p.peers.Stored(m.name, repo, f.digest) // peers.go
+	}
 	// Remove the fill only after the outcome is final: a request that finds
 	// no fill then finds the committed blob in the store. A fill closed to
 	// new clients may have been replaced already.

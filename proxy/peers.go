@@ -24,6 +24,10 @@ type Peers interface {
 	// that starts is handed to try, until try returns nil. It returns
 	// ErrNoPeer when no peer had it.
 	Blob(ctx context.Context, registry, repo string, d digest.Digest, everyone bool, try func(*upstream.Blob) error) error
+	// Stored tells the tier that blob d is now in this node's store, so
+	// that the owners below this node can take a copy (each owner asks the
+	// one above it: a blob pulled anywhere ends up on all R owners).
+	Stored(registry, repo string, d digest.Digest)
 	// Manifest is Blob for a manifest by digest.
 	Manifest(ctx context.Context, registry, repo string, d digest.Digest, everyone bool, try func(upstream.Manifest) error) error
 	// Tag asks the ready peers for the manifest they hold for a tag, and
@@ -95,14 +99,15 @@ func (p *Proxy) CachedTag(registry, repo, tag string) (*Manifest, time.Time, err
 }
 
 // blobFromPeers fills f from peers: the owners ranked above this node
-// while upstream is healthy, every ready peer in an outage; never for a
-// fill a peer started. done says the fill is over, err its outcome.
-// everyone says whether every peer was asked (upstream's circuit is open).
+// while upstream is healthy (requests only ever go up the ranking, which
+// every node agrees on, so two nodes never wait on each other), and every
+// ready peer in an outage, except for a fill a peer started. done says the
+// fill is over; everyone, whether every peer was asked.
 func (p *Proxy) blobFromPeers(ctx context.Context, f *fill, m *mirror, repo string) (done, everyone bool) {
-	if p.peers == nil || f.fromPeer {
+	if p.peers == nil {
 		return false, false
 	}
-	everyone = m.Client.CircuitOpen()
+	everyone = m.Client.CircuitOpen() && !f.fromPeer
 	err := p.peers.Blob(ctx, m.name, repo, f.digest, everyone, func(b *upstream.Blob) error {
 		return p.fillFromPeer(ctx, f, m, repo, b)
 	})
