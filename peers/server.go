@@ -176,7 +176,9 @@ func (s *server) manifest(w http.ResponseWriter, r *http.Request, rt peerRoute) 
 		err    error
 		result = "hit"
 	)
-	if d, derr := digest.Parse(rt.ref); derr == nil {
+	if !s.p.SharedWithPeers(rt.registry, rt.repo) {
+		err = cache.ErrNotFound // a private repository's, under privateContent verify
+	} else if d, derr := digest.Parse(rt.ref); derr == nil {
 		m, err = s.p.CachedManifest(d)
 		if errors.Is(err, cache.ErrNotFound) && s.ownerFetch(rt.registry, d) {
 			result = "owner_fetch"

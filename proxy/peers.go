@@ -84,18 +84,42 @@ func (p *Proxy) CachedManifest(d digest.Digest) (*Manifest, error) {
 }
 
 // CachedTag returns the manifest the store holds for a tag of registry/repo
-// and when upstream last confirmed it.
+// and when upstream last confirmed it; cache.ErrNotFound for the tags of a
+// private repository under PrivateVerify (tagsShared).
 func (p *Proxy) CachedTag(registry, repo, tag string) (*Manifest, time.Time, error) {
 	m, err := p.mirror(registry)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	t, err := p.store.GetTag(cache.TagKey{Registry: m.name, Repo: m.Client.RepoPath(repo), Tag: tag})
+	repo = m.Client.RepoPath(repo)
+	if !p.tagsShared(m, repo) {
+		return nil, time.Time{}, fmt.Errorf("%s/%s: a private repository under privateContent verify: %w", m.name, repo, cache.ErrNotFound)
+	}
+	t, err := p.store.GetTag(cache.TagKey{Registry: m.name, Repo: repo, Tag: tag})
 	if err != nil {
 		return nil, time.Time{}, err
 	}
 	cm, err := p.CachedManifest(t.Digest)
 	return cm, t.Confirmed, err
+}
+
+// SharedWithPeers reports whether repo's manifests and tags may be given
+// to other nodes. Under PrivateVerify, a repository upstream refused
+// anonymously (or not known to be public) is not: its clients must show
+// their own credentials, which a node asking for them cannot do for its
+// clients. Blobs are shared like the rest: a blob's digest is a
+// capability (SECURITY.md).
+func (p *Proxy) SharedWithPeers(registry, repo string) bool {
+	m, err := p.mirror(registry)
+	return err == nil && p.tagsShared(m, m.Client.RepoPath(repo))
+}
+
+func (p *Proxy) tagsShared(m *mirror, repo string) bool {
+	if m.PrivateContent != PrivateVerify {
+		return true
+	}
+	rec, err := p.repoAccess(m.name, repo)
+	return err == nil && !rec.Private
 }
 
 // blobFromPeers fills f from peers: the owners ranked above this node
