@@ -126,6 +126,10 @@ func (p *Proxy) follow(ctx context.Context, f *fill, whole bool) (b *Blob, retry
 		// Only the readers that were there when the disk filled up can be
 		// served; containerd goes to the registry itself.
 		return nil, false, ErrDiskFull
+	case done:
+		// Committed already (a peer's blob is published whole): the file
+		// itself, which is served with sendfile.
+		return nil, true, nil
 	case f.size <= 0 || !whole:
 		// No announced size (no Content-Length to promise, no last byte
 		// to hold back), or only a part is wanted: wait for the verified
