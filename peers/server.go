@@ -24,7 +24,7 @@ import (
 // breaker is closed). A tag is answered only from the cache, with when
 // upstream last confirmed it.
 type server struct {
-	p     *proxy.Proxy
+	p     proxy.PeerView
 	c     *Cluster
 	token []byte
 	log   *slog.Logger
@@ -32,7 +32,7 @@ type server struct {
 
 // Handler is the peer API over p.
 func (c *Cluster) Handler(p *proxy.Proxy) http.Handler {
-	return &server{p: p, c: c, token: []byte("Bearer " + c.cfg.Token), log: c.log}
+	return &server{p: proxy.ForPeers(p), c: c, token: []byte("Bearer " + c.cfg.Token), log: c.log}
 }
 
 // peerRoute is a peer API path, parsed once: /v2/ or

@@ -57,16 +57,26 @@ func (p *Proxy) peersAllowed(ctx context.Context) bool {
 	return p.peers != nil && ctx.Value(fromPeerKey{}) == nil
 }
 
+// PeerView is the proxy as the peer API sees it: besides answering as
+// the proxy does, it reads the cache alone, with no other source asked. It
+// is a view of its own so that Proxy keeps only what clients ask.
+type PeerView struct{ *Proxy }
+
+// ForPeers is p's view for the peer API.
+func ForPeers(p *Proxy) PeerView { return PeerView{p} }
+
 // UpstreamDown reports whether registry's circuit breaker is open. The peer
 // API then serves only what is cached, even for digests this node owns.
-func (p *Proxy) UpstreamDown(registry string) bool {
+func (v PeerView) UpstreamDown(registry string) bool {
+	p := v.Proxy
 	m, err := p.mirror(registry)
 	return err != nil || m.Client.CircuitOpen()
 }
 
 // CachedBlob returns blob d if the store holds it, with no other source
 // asked; cache.ErrNotFound otherwise.
-func (p *Proxy) CachedBlob(d digest.Digest) (*Blob, error) {
+func (v PeerView) CachedBlob(d digest.Digest) (*Blob, error) {
+	p := v.Proxy
 	b, err := p.openCached(d)
 	if err == nil && b == nil {
 		err = cache.ErrNotFound
@@ -75,7 +85,8 @@ func (p *Proxy) CachedBlob(d digest.Digest) (*Blob, error) {
 }
 
 // CachedManifest returns manifest d if the store holds it, verified.
-func (p *Proxy) CachedManifest(d digest.Digest) (*Manifest, error) {
+func (v PeerView) CachedManifest(d digest.Digest) (*Manifest, error) {
+	p := v.Proxy
 	cm, err := p.manifest(d)
 	if err != nil {
 		return nil, err
@@ -86,7 +97,8 @@ func (p *Proxy) CachedManifest(d digest.Digest) (*Manifest, error) {
 // CachedTag returns the manifest the store holds for a tag of registry/repo
 // and when upstream last confirmed it; cache.ErrNotFound for the tags of a
 // private repository under PrivateVerify (tagsShared).
-func (p *Proxy) CachedTag(registry, repo, tag string) (*Manifest, time.Time, error) {
+func (v PeerView) CachedTag(registry, repo, tag string) (*Manifest, time.Time, error) {
+	p := v.Proxy
 	m, err := p.mirror(registry)
 	if err != nil {
 		return nil, time.Time{}, err
@@ -99,7 +111,7 @@ func (p *Proxy) CachedTag(registry, repo, tag string) (*Manifest, time.Time, err
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	cm, err := p.CachedManifest(t.Digest)
+	cm, err := v.CachedManifest(t.Digest)
 	return cm, t.Confirmed, err
 }
 
@@ -109,7 +121,8 @@ func (p *Proxy) CachedTag(registry, repo, tag string) (*Manifest, time.Time, err
 // their own credentials, which a node asking for them cannot do for its
 // clients. Blobs are shared like the rest: a blob's digest is a
 // capability (SECURITY.md).
-func (p *Proxy) SharedWithPeers(registry, repo string) bool {
+func (v PeerView) SharedWithPeers(registry, repo string) bool {
+	p := v.Proxy
 	m, err := p.mirror(registry)
 	return err == nil && p.tagsShared(m, m.Client.RepoPath(repo))
 }
