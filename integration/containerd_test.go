@@ -136,12 +136,22 @@ func (c *containerd) Stop() { c.stop() }
 // its log and its config file.
 func startContainerdOn(t *testing.T, bin, version, hostsDir string) (*containerd, *syncBuffer, string) {
 	t.Helper()
+	return startContainerdEdited(t, bin, version, hostsDir, nil)
+}
+
+// startContainerdEdited is startContainerdOn with the config template
+// passed through edit first (when not nil).
+func startContainerdEdited(t *testing.T, bin, version, hostsDir string, edit func(config string) string) (*containerd, *syncBuffer, string) {
+	t.Helper()
 	// Not t.TempDir(): the socket path must stay under 104 bytes.
 	dir, err := os.MkdirTemp("", "ctd")
 	require.NoError(t, err)
 	tmpl := containerd2Config
 	if version == "1.6" {
 		tmpl = containerd16Config
+	}
+	if edit != nil {
+		tmpl = edit(tmpl)
 	}
 	tmpl = strings.ReplaceAll(tmpl, `"@D@/certs.d"`, strconv.Quote(hostsDir))
 	cfg := filepath.Join(dir, "config.toml")
