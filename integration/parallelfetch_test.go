@@ -223,7 +223,10 @@ func accessLines(logs, blobPath string) map[string]int {
 // the first (bytes=0-) arrives while lifeboat's download of the layer stands
 // still part-way; lifeboat answers a range of a download in progress once
 // the blob is verified, so containerd asks for the other chunks only then,
-// and they are hits. Cached, every range is a hit. Upstream sees one GET of
+// and they are hits. (So a cold layer whose download takes longer than
+// containerd's 30 s ResponseHeaderTimeout, core/remotes/docker/registry.go,
+// fails its pull: with the download trickling past 30 s this test fails
+// with "timeout awaiting response headers".) Cached, every range is a hit. Upstream sees one GET of
 // the layer in all, and containerd, which checks each blob's digest as it
 // commits it, has the image.
 func TestContainerdParallelLayerFetch(t *testing.T) {
