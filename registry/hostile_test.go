@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -287,4 +288,31 @@ func dialSmallWindow(t *testing.T, addr string) net.Conn {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
 	return conn
+}
+
+// TestOpenEndedRangeFollowsADownload: containerd 2.1+ fetches a layer in
+// parallel chunks, each an open-ended range (bytes=N-), the first before any
+// other. Such a range reads to the end, so it follows the download in
+// progress (the last byte still held back until the digest matched) rather
+// than waiting for the whole verified blob: containerd gives up on headers
+// after 30 s, so waiting would fail every layer that takes longer.
+func TestOpenEndedRangeFollowsADownload(t *testing.T) {
+	t.Parallel()
+	s := newStackWith(t, stackOptions{bodyStall: 30 * time.Second})
+	_, path, want := s.pushImage(t, 1<<20)
+	s.up.SetMode(upstreamtest.StallBody) // half the blob, then nothing until the client leaves
+
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, s.srv.URL+path, nil)
+	require.NoError(t, err)
+	req.Header.Set("Range", "bytes=4096-")
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := client.Do(req)
+	require.NoError(t, err, "the headers come while the download is still in progress")
+	defer resp.Body.Close()
+	assert.Equal(t, http.StatusPartialContent, resp.StatusCode)
+	assert.Equal(t, fmt.Sprintf("bytes 4096-%d/%d", len(want)-1, len(want)), resp.Header.Get("Content-Range"))
+	got := make([]byte, 64<<10)
+	_, err = io.ReadFull(resp.Body, got)
+	require.NoError(t, err, "bytes the upstream sent arrive before the download ends")
+	assert.Equal(t, want[4096:4096+len(got)], got)
 }

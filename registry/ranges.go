@@ -32,6 +32,16 @@ type rangeSpec struct {
 // 0 <= start, 0 < length, start+length <= size.
 type byteRange struct{ start, length int64 }
 
+// toTheEnd reports whether a request reads the blob to its end: no Range,
+// or one open-ended range (bytes=N-, what containerd 2.1+ sends for each
+// chunk of a parallel layer fetch). Such a reader can follow a download in
+// progress, since the last byte is held back until the digest matched: it
+// can never receive a whole wrong blob. A range that ends earlier waits for
+// the verified blob.
+func toTheEnd(specs []rangeSpec) bool {
+	return specs == nil || (len(specs) == 1 && specs[0].suffix < 0 && specs[0].last < 0)
+}
+
 // parseRangeHeader parses a Range header into at most maxRanges specs,
 // scanning no further than the (maxRanges+1)th. It needs no size, so that
 // whether a request wants the whole content is known before the proxy is

@@ -233,7 +233,7 @@ func (h *handler) blob(w http.ResponseWriter, r *http.Request, registry string, 
 		return src, nil
 	}
 	specs := wantedRanges(w, r)
-	b, err := h.p.Blob(r.Context(), registry, rt.name, d, specs == nil)
+	b, err := h.p.Blob(r.Context(), registry, rt.name, d, toTheEnd(specs))
 	if err != nil {
 		return "", err
 	}
