@@ -46,7 +46,9 @@ func (e *env) open(t *testing.T, url string, breaker upstream.BreakerConfig, opt
 	t.Helper()
 	c, err := upstream.New(upstream.Config{
 		Name: testRegistry, URL: url, Breaker: breaker,
-		Timeouts: upstream.Timeouts{Revalidate: 500 * time.Millisecond, Request: 3 * time.Second, BodyStall: 2 * time.Second},
+		// Its outages are 503s, never a hang: budgets no busy machine
+		// overruns, so an answer is never served stale for being late.
+		Timeouts: upstream.Timeouts{Revalidate: 10 * time.Second, Request: 10 * time.Second, BodyStall: 10 * time.Second},
 	}, upstream.Options{})
 	require.NoError(t, err)
 	e.p, err = proxy.New(e.store, proxy.Options{Upstreams: []proxy.Upstream{{Client: c}}})

@@ -18,11 +18,20 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// outageTimeouts keep test outages short; the defaults are longer.
+// outageTimeouts keep test outages short; the defaults are longer. Use
+// them only where upstream never answers, so the budget running out is the
+// outcome under test: an answer that a busy machine delays past 500 ms
+// would be served stale (or counted under the wrong reason) by mistake.
 var outageTimeouts = upstream.Timeouts{
 	Dial: time.Second, TLSHandshake: time.Second, ResponseHeader: 3 * time.Second,
 	Revalidate: 500 * time.Millisecond, Request: 3 * time.Second, BodyStall: time.Second,
 }
+
+// answeringTimeouts are for an upstream that answers, however slowly:
+// budgets no busy machine overruns, so a test that expects the answer (a
+// revalidated hit, a 401 passed on, a 503 counted as 5xx) gets it. They
+// guard only against a hang.
+var answeringTimeouts = upstream.Timeouts{Revalidate: 10 * time.Second, Request: 10 * time.Second, BodyStall: 10 * time.Second}
 
 // reopenAt reopens the env's store with its upstream reached at url: the
 // cache is keyed by registry name, so what was cached stays cached.
@@ -78,13 +87,14 @@ func TestEveryOutageServesCachedContent(t *testing.T) {
 		url      string            // or: upstream reached elsewhere
 		token    bool
 		tagStale bool // the cached tag is answered stale (else: revalidated hit)
+		silent   bool // upstream never answers: the budget running out is the outcome
 		reasons  []string
 	}{
 		{name: "refused", url: "http://127.0.0.1:1", tagStale: true, reasons: []string{upstream.ReasonRefused}},
-		{name: "dns", url: "http://lifeboat-upstream.invalid:5000", tagStale: true, reasons: []string{upstream.ReasonDNS, upstream.ReasonTimeout}},
+		{name: "dns", url: "http://lifeboat-upstream.invalid:5000", tagStale: true, silent: true, reasons: []string{upstream.ReasonDNS, upstream.ReasonTimeout}},
 		// A handshake slower than the budget (a loaded machine) is a timeout.
 		{name: "tls", url: tlsSrv.URL, tagStale: true, reasons: []string{upstream.ReasonTLS, upstream.ReasonTimeout}},
-		{name: "hang", mode: upstreamtest.Hang, tagStale: true, reasons: []string{upstream.ReasonTimeout}},
+		{name: "hang", mode: upstreamtest.Hang, tagStale: true, silent: true, reasons: []string{upstream.ReasonTimeout}},
 		{name: "stall-body", mode: upstreamtest.StallBody, tagStale: false},
 		{name: "500", mode: upstreamtest.Status500, tagStale: true, reasons: []string{upstream.Reason5xx}},
 		{name: "502", mode: upstreamtest.Status502, tagStale: true, reasons: []string{upstream.Reason5xx}},
@@ -92,7 +102,7 @@ func TestEveryOutageServesCachedContent(t *testing.T) {
 		{name: "504", mode: upstreamtest.Status504, tagStale: true, reasons: []string{upstream.Reason5xx}},
 		{name: "429", mode: upstreamtest.Status429, tagStale: true, reasons: []string{upstream.Reason429}},
 		{name: "token-down", mode: upstreamtest.TokenDown, token: true, tagStale: true, reasons: []string{upstream.ReasonAuthUnavailable}},
-		{name: "token-hang", mode: upstreamtest.TokenHang, token: true, tagStale: true, reasons: []string{upstream.ReasonAuthUnavailable, upstream.ReasonTimeout}},
+		{name: "token-hang", mode: upstreamtest.TokenHang, token: true, tagStale: true, silent: true, reasons: []string{upstream.ReasonAuthUnavailable, upstream.ReasonTimeout}},
 		{name: "slow", mode: upstreamtest.Slow, tagStale: false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -112,10 +122,12 @@ func TestEveryOutageServesCachedContent(t *testing.T) {
 				url = tc.url
 			}
 			timeouts := outageTimeouts
-			if !tc.tagStale {
+			if !tc.silent {
 				// An upstream that answers, however slowly: a budget no
-				// busy machine misses, so the answer is the revalidated hit.
-				timeouts.Revalidate = 10 * time.Second
+				// busy machine misses, so the answer is the revalidated hit
+				// or the stale answer counted under the failure's reason
+				// (a 503 that overran 500 ms was counted as a timeout).
+				timeouts.Revalidate = answeringTimeouts.Revalidate
 			}
 			e.reopenWith(t, url, upstream.BreakerConfig{}, timeouts)
 			e.up.SetMode(tc.mode)
@@ -309,7 +321,9 @@ func TestOddUpstreamAnswersServeStale(t *testing.T) {
 	e.up.Push(t, "app:html", img)
 	pullAll(t, e.p, img, "v405")
 	pullAll(t, e.p, img, "html")
-	e.reopenAt(t, oddUpstream(t).URL, upstream.BreakerConfig{Failures: 100})
+	// The odd upstream answers at once: budgets no busy machine overruns,
+	// so the miss below fails for the answer (bad response), not the time.
+	e.reopenWith(t, oddUpstream(t).URL, upstream.BreakerConfig{Failures: 100}, answeringTimeouts)
 
 	for _, tag := range []string{"v405", "html"} {
 		m, err := e.p.Manifest(t.Context(), testRegistry, "app", tag)
@@ -322,7 +336,7 @@ func TestOddUpstreamAnswersServeStale(t *testing.T) {
 	assert.Equal(t, upstream.ReasonBadResponse, ue.Reason)
 
 	// A "registry" whose /v2/ is 404 is not telling us a tag is gone.
-	e.reopenAt(t, httptest.NewServer(http.NotFoundHandler()).URL, upstream.BreakerConfig{Failures: 100})
+	e.reopenWith(t, httptest.NewServer(http.NotFoundHandler()).URL, upstream.BreakerConfig{Failures: 100}, answeringTimeouts)
 	m, err := e.p.Manifest(t.Context(), testRegistry, "app", "v405")
 	require.NoError(t, err)
 	assert.Equal(t, Stale, m.Source)

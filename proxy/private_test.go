@@ -53,7 +53,7 @@ func newPrivateEnv(t *testing.T, policy PrivateContent, outage PrivateOutage) *p
 	}{{privateRegistry, e.private}, {publicRegistry, e.public}} {
 		c, err := upstream.New(upstream.Config{
 			Name: u.name, URL: u.up.URL,
-			Timeouts: upstream.Timeouts{Revalidate: 500 * time.Millisecond, Request: 3 * time.Second},
+			Timeouts: answeringTimeouts, // no hang here: an outage is a 503
 			Breaker:  upstream.BreakerConfig{Failures: 1000},
 		}, upstream.Options{Keychain: k})
 		require.NoError(t, err)

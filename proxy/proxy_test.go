@@ -45,7 +45,7 @@ func (e *env) open(t *testing.T) {
 	e.store, e.reg = store, prometheus.NewPedanticRegistry()
 	e.p = newTestProxy(t, store, upstream.Config{
 		Name: testRegistry, URL: e.up.URL,
-		Timeouts: upstream.Timeouts{Revalidate: 500 * time.Millisecond, Request: 5 * time.Second, BodyStall: 2 * time.Second},
+		Timeouts: answeringTimeouts,
 	}, upstream.Options{Metrics: upstream.NewMetrics(e.reg)}, e.reg)
 }
 
@@ -186,6 +186,10 @@ func TestUnavailableUpstreamServesStale(t *testing.T) {
 			img := upstreamtest.RandomImage(t, 1024, 2)
 			e.up.Push(t, "app:v1", img)
 			pullAll(t, e.p, img, "v1")
+			if tc.mode == upstreamtest.Hang {
+				// The budget running out is the outcome: keep it short.
+				e.reopenWith(t, e.up.URL, upstream.BreakerConfig{}, outageTimeouts)
+			}
 
 			e.up.SetMode(tc.mode)
 			assert.Equal(t, Stale, pullAll(t, e.p, img, "v1"))

@@ -55,7 +55,9 @@ func newStackWith(t testing.TB, so stackOptions) *stack {
 	t.Cleanup(func() { _ = store.Close() })
 	reg := prometheus.NewPedanticRegistry()
 	var ups []proxy.Upstream
-	timeouts := upstream.Timeouts{Revalidate: 500 * time.Millisecond, Request: 5 * time.Second, BodyStall: so.bodyStall}
+	// No test here hangs the upstream: budgets no busy machine overruns
+	// (a revalidation past 500 ms was served stale).
+	timeouts := upstream.Timeouts{Revalidate: 10 * time.Second, Request: 10 * time.Second, BodyStall: so.bodyStall}
 	cfgs := []upstream.Config{
 		{Name: "upstream.test", URL: up.URL, Timeouts: timeouts},
 		{Name: "other.test", URL: "http://127.0.0.1:1"},
