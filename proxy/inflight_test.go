@@ -7,7 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
+	"testing/synctest"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/stretchr/testify/assert"
@@ -34,26 +34,32 @@ func startedFill(t *testing.T, size int64) (*fill, func([]byte)) {
 
 func TestFillReaderHoldsBackTheLastByteUntilVerified(t *testing.T) {
 	t.Parallel()
-	f, write := startedFill(t, 8)
-	require.True(t, f.acquire())
-	r := &fillReader{ctx: t.Context(), f: f}
-	write([]byte("12345678"))
+	// In a bubble: "the read has not returned" is checked once every
+	// goroutine is blocked (synctest.Wait), not after a guess of 50 ms
+	// that a busy machine could make pass for the wrong reason.
+	synctest.Test(t, func(t *testing.T) {
+		f, write := startedFill(t, 8)
+		require.True(t, f.acquire())
+		r := &fillReader{ctx: t.Context(), f: f}
+		write([]byte("12345678"))
 
-	buf := make([]byte, 16)
-	n, err := r.Read(buf)
-	require.NoError(t, err)
-	assert.Equal(t, "1234567", string(buf[:n]), "everything but the last byte is readable before verification")
+		buf := make([]byte, 16)
+		n, err := r.Read(buf)
+		require.NoError(t, err)
+		assert.Equal(t, "1234567", string(buf[:n]), "everything but the last byte is readable before verification")
 
-	got := make(chan error, 1)
-	go func() { _, err := r.Read(buf); got <- err }()
-	select {
-	case err := <-got:
-		t.Fatalf("read returned %v before the fill finished", err)
-	case <-time.After(50 * time.Millisecond):
-	}
-	f.finish(ErrDigestMismatch)
-	assert.ErrorIs(t, <-got, ErrDigestMismatch, "a failed verification fails the reader; the last byte is never sent")
-	r.f.release()
+		got := make(chan error, 1)
+		go func() { _, err := r.Read(buf); got <- err }()
+		synctest.Wait()
+		select {
+		case err := <-got:
+			t.Fatalf("read returned %v before the fill finished", err)
+		default:
+		}
+		f.finish(ErrDigestMismatch)
+		assert.ErrorIs(t, <-got, ErrDigestMismatch, "a failed verification fails the reader; the last byte is never sent")
+		r.f.release()
+	})
 }
 
 func TestFillReaderSeeksAndWaitsForRanges(t *testing.T) {
