@@ -40,7 +40,7 @@ func newBodies(max int64) *bodies {
 // removed is the store's Removals before the load: a load that raced an
 // eviction is answered but not kept.
 func (b *bodies) get(d digest.Digest, removed uint64, load func(digest.Digest) (cache.Manifest, error)) (cache.Manifest, error) {
-	if m, ok := b.lookup(d); ok {
+	if m, ok := b.lookup(d, removed); ok {
 		return m, nil
 	}
 	v, err, _ := b.loads.Do(string(d), func() (any, error) {
@@ -56,9 +56,12 @@ func (b *bodies) get(d digest.Digest, removed uint64, load func(digest.Digest) (
 	return v.(cache.Manifest), nil
 }
 
-func (b *bodies) lookup(d digest.Digest) (cache.Manifest, bool) {
+// lookup returns d if it is kept, after forgetting everything kept should
+// the store have removed rows since (removed: its Removals now).
+func (b *bodies) lookup(d digest.Digest, removed uint64) (cache.Manifest, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.syncLocked(removed)
 	e, ok := b.m[d]
 	if !ok {
 		return cache.Manifest{}, false
@@ -92,13 +95,11 @@ func (b *bodies) add(m cache.Manifest, removed uint64) {
 	}
 }
 
-// sync forgets everything kept once the store has removed rows since (an
+// syncLocked forgets everything kept once the store has removed rows since (an
 // eviction pass, a repair): an evicted manifest must not be answered from
 // memory, or its image would run on blobs nothing on disk refers to.
 // Evictions are rare; the check is one atomic load per answer.
-func (b *bodies) sync(removed uint64) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+func (b *bodies) syncLocked(removed uint64) {
 	if b.removed == removed {
 		return
 	}
@@ -110,9 +111,7 @@ func (b *bodies) sync(removed uint64) {
 // manifest returns the stored manifest d, from memory when it is there.
 // Every answer counts as an access of d, for eviction.
 func (p *Proxy) manifest(d digest.Digest) (cache.Manifest, error) {
-	removed := p.store.Removals()
-	p.bodies.sync(removed)
-	m, err := p.bodies.get(d, removed, p.store.GetManifest)
+	m, err := p.bodies.get(d, p.store.Removals(), p.store.GetManifest)
 	if err == nil {
 		p.store.Touch(d)
 	}

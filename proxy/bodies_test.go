@@ -67,9 +67,9 @@ func TestManifestBodiesStayWithinTheirBudget(t *testing.T) {
 		require.NoError(t, err)
 		assert.LessOrEqual(t, b.size, int64(8<<10))
 	}
-	_, ok := b.lookup(digest.FromString("19"))
+	_, ok := b.lookup(digest.FromString("19"), 0)
 	assert.True(t, ok, "the most recent stays")
-	_, ok = b.lookup(digest.FromString("0"))
+	_, ok = b.lookup(digest.FromString("0"), 0)
 	assert.False(t, ok, "the oldest went")
 
 	huge := digest.FromString("huge")
@@ -77,7 +77,7 @@ func TestManifestBodiesStayWithinTheirBudget(t *testing.T) {
 		return cache.Manifest{Digest: d, Body: make([]byte, 2<<10)}, nil
 	})
 	require.NoError(t, err)
-	_, ok = b.lookup(huge)
+	_, ok = b.lookup(huge, 0)
 	assert.False(t, ok, "a manifest over an eighth of the budget is served but not kept")
 }
 
