@@ -17,8 +17,9 @@ import (
 	"time"
 )
 
-// The cluster's fixed addresses, all on loopback. etcd is off its default
-// ports so that an etcd someone else runs on the machine is left alone.
+// The cluster's fixed addresses, on loopback (but the nodes' own, on the
+// veth pair to node 2: node2_test.go). etcd is off its default ports so
+// that an etcd someone else runs on the machine is left alone.
 const (
 	nodeName      = "lifeboat-e2e-node"
 	apiPort       = 6443
