@@ -63,6 +63,8 @@ func (s settings) missing() []string {
 		"/usr/bin/containerd": "containerd", "/usr/lib/cni/bridge": "containernetworking-plugins",
 		"/usr/lib/cni/host-local": "containernetworking-plugins", "/usr/lib/cni/loopback": "containernetworking-plugins",
 		busyboxBin: "busybox-static", "conntrack": "conntrack", "socat": "socat",
+		// Scenario 8's second node: its namespaces, and its control's rule.
+		"nsenter": "util-linux", "unshare": "util-linux", "iptables": "iptables",
 	}
 	for tool, pkg := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
