@@ -573,11 +573,25 @@ func scrape(t *testing.T) metrics {
 // scrapeAt is the metrics of the lifeboat whose metrics listener is base.
 func scrapeAt(t *testing.T, base string) metrics {
 	t.Helper()
+	m, err := fetchMetrics(base)
+	require.NoError(t, err)
+	return m
+}
+
+// fetchMetrics is one scrape of the metrics listener at base.
+func fetchMetrics(base string) (metrics, error) {
 	resp, err := http.Get(base + "/metrics")
-	require.NoError(t, err)
+	if err != nil {
+		return nil, err
+	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s/metrics: %s", base, resp.Status)
+	}
 	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
+	if err != nil {
+		return nil, err
+	}
 	var m metrics
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(nil, 1<<20)
@@ -586,7 +600,7 @@ func scrapeAt(t *testing.T, base string) metrics {
 			m = append(m, line)
 		}
 	}
-	return m
+	return m, nil
 }
 
 // sum adds the samples of metric whose labels contain every one of labels.

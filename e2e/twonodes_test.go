@@ -76,7 +76,7 @@ func scenarioTwoNodes(t *testing.T, c *cluster) {
 	require.NoError(t, n2.join())
 	nodeReady := time.Since(join)
 	var lb corev1.Pod
-	require.NoError(t, waitFor(n2.kubelet, 3*time.Minute, "lifeboat ready on node 2", func() error {
+	err = waitFor(n2.kubelet, 3*time.Minute, "lifeboat ready on node 2", func() error {
 		pods, err := c.pods(releaseNS, "app.kubernetes.io/name=lifeboat")
 		if err != nil {
 			return err
@@ -88,25 +88,31 @@ func scenarioTwoNodes(t *testing.T, c *cluster) {
 			}
 		}
 		return fmt.Errorf("not yet: %s", describePods(pods))
-	}), "%s", node2Logs(c))
+	})
 	lifeboatReady := time.Since(join)
+	requireOnNode2(t, c, err)
 	// Each lifeboat counts the ready lifeboats in the EndpointSlices,
 	// itself included.
-	require.NoError(t, waitFor(nil, 2*time.Minute, "both lifeboats seeing two peers", func() error {
+	err = waitFor(nil, 2*time.Minute, "both lifeboats seeing two peers", func() error {
 		for _, base := range []string{metricsURL, node2Metrics} {
-			if n := scrapeAt(t, base).sum("lifeboat_peers_ready"); n != 2 {
+			m, err := fetchMetrics(base)
+			if err != nil {
+				return err
+			}
+			if n := m.sum("lifeboat_peers_ready"); n != 2 {
 				return fmt.Errorf("%s: lifeboat_peers_ready %v", base, n)
 			}
 		}
 		return nil
-	}), "%s", node2Logs(c))
+	})
 	peersReady := time.Since(join)
+	requireOnNode2(t, c, err)
 
 	created := time.Now()
 	require.NoError(t, c.apply(pinnedPod(node2App, node2Name, e2e.appRef)))
 	pod, took, err := c.waitNewReady(testNS, "app="+node2App, nil, created, podTimeout)
-	require.NoError(t, err, "%s", node2Logs(c))
 	total := time.Since(join)
+	requireOnNode2(t, c, err)
 	assert.Equal(t, node2Name, pod.Spec.NodeName)
 	note(t, "node 2 joined: Ready %s after its kubelet started; lifeboat (%s) ready at %s; both lifeboats see two peers at %s",
 		nodeReady.Round(10*time.Millisecond), lb.Name, lifeboatReady.Round(10*time.Millisecond), peersReady.Round(10*time.Millisecond))
@@ -216,6 +222,15 @@ spec:
       image: %[4]s
       imagePullPolicy: Always
 `, name, testNS, nodeName, image)
+}
+
+// requireOnNode2 fails the test if err is not nil, with node 2's
+// lifeboat's logs.
+func requireOnNode2(t *testing.T, c *cluster, err error) {
+	t.Helper()
+	if err != nil {
+		require.NoError(t, err, "%s", node2Logs(c))
+	}
 }
 
 // node2Logs is the tail of node 2's lifeboat pod's logs, for a failure
