@@ -422,8 +422,10 @@ func answersOK(client *http.Client, url string) func() error {
 	}
 }
 
-// The kubelet: cgroupfs (no systemd), swap tolerated, every address on
-// loopback, every directory under runDir, and disk thresholds low enough
+// The kubelet: cgroupfs (no systemd), swap tolerated, no iptables chains
+// of its own on the machine (nothing here reads them, and the teardown
+// would have to take them away), every address on loopback (node 2's on its
+// veth), every directory under runDir, and disk thresholds low enough
 // that a busy shared disk neither evicts the test pods nor collects the
 // images the node cannot pull again.
 const kubeletConfig = `apiVersion: kubelet.config.k8s.io/v1beta1
@@ -435,6 +437,7 @@ healthzBindAddress: 127.0.0.1
 healthzPort: 10248
 cgroupDriver: cgroupfs
 cgroupRoot: @CGROOT@
+makeIPTablesUtilChains: false
 failSwapOn: false
 containerRuntimeEndpoint: unix://@SOCK@
 authentication:
