@@ -58,7 +58,7 @@ lint: ## gofmt, then go vet and a go.mod tidiness check in every module
 		echo "== $$m"; (cd $$m && $(GO) vet ./... && $(GO) mod tidy -diff) || exit 1; \
 	done
 
-e2e: ## the mission on a real single-node Kubernetes (root): builds the Kubernetes binaries into E2E_BIN (~20 min once, then cached), the image, and runs e2e/'s scenarios
+e2e: ## the mission on a real Kubernetes, one node then a second joining (root): builds the Kubernetes binaries into E2E_BIN (~20 min once, then cached), the image, and runs e2e/'s scenarios
 	nice -n 10 e2e/build-kube.sh $(E2E_BIN)
 	$(MAKE) --no-print-directory image-tarball IMAGE=$(E2E_IMAGE)
 	cd e2e && LIFEBOAT_E2E_BIN=$(E2E_BIN) LIFEBOAT_E2E_IMAGE=$(CURDIR)/bin/lifeboat-image.tar \

@@ -66,5 +66,10 @@ done
 pkgs=()
 for b in "${bins[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
 echo "building ${bins[*]} $KUBE_VERSION (about 20 minutes on 2 cores the first time)"
-CGO_ENABLED=0 go build -trimpath -tags tools -ldflags "$ld" -o "$out/" "${pkgs[@]}"
+# One go build for the five, so each shared package compiles once.
+# -dwarf=false: -ldflags -w drops the debug info at link time, but the
+# compiler still generates it for every package unless told not to. Not
+# generating it took 13-20% off the CPU time of cold builds of k8s.io/api
+# and k8s.io/apimachinery (two pairs, on a busy 2-core machine).
+CGO_ENABLED=0 go build -trimpath -tags tools -gcflags=all=-dwarf=false -ldflags "$ld" -o "$out/" "${pkgs[@]}"
 "$out/kubelet" --version

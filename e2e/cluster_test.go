@@ -10,14 +10,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 )
 
-// The cluster's fixed addresses, all on loopback. etcd is off its default
-// ports so that an etcd someone else runs on the machine is left alone.
+// The cluster's fixed addresses, on loopback (but the nodes' own, on the
+// veth pair to node 2: node2_test.go). etcd is off its default ports so
+// that an etcd someone else runs on the machine is left alone.
 const (
 	nodeName      = "lifeboat-e2e-node"
 	apiPort       = 6443
@@ -44,8 +46,19 @@ type cluster struct {
 	hostsDir string
 	// containerdConfig is containerd's config file.
 	containerdConfig string
-	// sock is containerd's socket.
-	sock string
+	// node is the first node: its name, address and containerd (the
+	// second one, scenario 8's, is a secondNode).
+	node
+}
+
+// node is one node's name, address and containerd, which ctr reaches on
+// its socket.
+type node struct {
+	name string
+	ip   string // its InternalIP: the kubelet's --node-ip
+	sock string // containerd's socket
+	// scratch is a directory for the image tarballs imported.
+	scratch string
 }
 
 // proc is one process the harness started.
@@ -152,13 +165,14 @@ func startCluster(runDir, binDir string) (*cluster, error) {
 		admin:            filepath.Join(runDir, "admin.kubeconfig"),
 		hostsDir:         filepath.Join(runDir, "certs.d"),
 		containerdConfig: filepath.Join(runDir, "containerd", "config.toml"),
-		sock:             filepath.Join(runDir, "containerd", "containerd.sock"),
+		node:             node{name: nodeName, ip: node1IP, sock: filepath.Join(runDir, "containerd", "containerd.sock"), scratch: runDir},
 	}
 	steps := []struct {
 		name string
 		fn   func() error
 	}{
 		{"pki", c.writePKI},
+		{"node network", setupNodeNetwork},
 		{"etcd", c.startEtcd},
 		{"containerd", c.startContainerd},
 		{"kube-apiserver", c.startAPIServer},
@@ -191,7 +205,9 @@ func (c *cluster) writePKI() error {
 		{"admin", "lifeboat-e2e-admin", []string{"system:masters"}, nil},
 		{"apiserver-kubelet-client", "kube-apiserver-kubelet-client", []string{"system:masters"}, nil},
 		{"kubelet", "system:node:" + nodeName, []string{"system:nodes"}, nil},
-		{"kubelet-serving", nodeName, nil, []string{nodeName, "127.0.0.1"}},
+		{"kubelet-serving", nodeName, nil, []string{nodeName, "127.0.0.1", node1IP}},
+		{"kubelet-node2", "system:node:" + node2Name, []string{"system:nodes"}, nil},
+		{"kubelet-node2-serving", node2Name, nil, []string{node2Name, "127.0.0.1", node2IP}},
 	}
 	for _, i := range issues {
 		if err := p.issue(i.name, i.cn, i.orgs, i.hosts...); err != nil {
@@ -200,6 +216,11 @@ func (c *cluster) writePKI() error {
 	}
 	server := fmt.Sprintf("https://127.0.0.1:%d", apiPort)
 	if err := p.kubeconfig(c.admin, server, "admin"); err != nil {
+		return err
+	}
+	// Node 2 reaches the API server on its own loopback too: the
+	// harness forwards 127.0.0.1:6443 in its network namespace.
+	if err := p.kubeconfig(c.path("kubelet-node2.kubeconfig"), server, "kubelet-node2"); err != nil {
 		return err
 	}
 	return p.kubeconfig(c.path("kubelet.kubeconfig"), server, "kubelet")
@@ -270,33 +291,45 @@ const cniConfig = `{
 `
 
 func (c *cluster) startContainerd() error {
-	dir := filepath.Dir(c.containerdConfig)
-	if err := os.MkdirAll(filepath.Join(dir, "net.d"), 0o755); err != nil {
-		return err
-	}
-	if err := os.MkdirAll(c.hostsDir, 0o755); err != nil {
-		return err
-	}
-	r := strings.NewReplacer("@D@", dir, "@HOSTS@", c.hostsDir, "@SANDBOX@", sandboxImage, "@BRIDGE@", bridgeName, "@CIDR@", podCIDR, "@NET@", cniNetwork)
-	if err := os.WriteFile(c.containerdConfig, []byte(r.Replace(containerdConfig)), 0o644); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "net.d", "10-lifeboat-e2e.conflist"), []byte(r.Replace(cniConfig)), 0o644); err != nil {
-		return err
-	}
-	p, err := c.start("containerd", containerdBin, "--config", c.containerdConfig)
+	cfg, err := writeContainerdConfig(filepath.Dir(c.containerdConfig), c.hostsDir, bridgeName, podCIDR, cniNetwork)
 	if err != nil {
 		return err
 	}
+	p, err := c.start("containerd", containerdBin, "--config", cfg)
+	if err != nil {
+		return err
+	}
+	return c.node.waitContainerd(p)
+}
+
+// writeContainerdConfig writes containerd's config and its pod network's
+// under dir, and returns the config's path. hostsDir is its config_path.
+func writeContainerdConfig(dir, hostsDir, bridge, cidr, network string) (string, error) {
+	if err := os.MkdirAll(filepath.Join(dir, "net.d"), 0o755); err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(hostsDir, 0o755); err != nil {
+		return "", err
+	}
+	r := strings.NewReplacer("@D@", dir, "@HOSTS@", hostsDir, "@SANDBOX@", sandboxImage, "@BRIDGE@", bridge, "@CIDR@", cidr, "@NET@", network)
+	cfg := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfg, []byte(r.Replace(containerdConfig)), 0o644); err != nil {
+		return "", err
+	}
+	return cfg, os.WriteFile(filepath.Join(dir, "net.d", "10-"+network+".conflist"), []byte(r.Replace(cniConfig)), 0o644)
+}
+
+// waitContainerd waits until the node's containerd answers.
+func (n *node) waitContainerd(p *proc) error {
 	return waitFor(p, 30*time.Second, "containerd", func() error {
-		_, err := c.ctr("version")
+		_, err := n.ctr("version")
 		return err
 	})
 }
 
-// ctr runs ctr against the cluster's containerd, in kubelet's namespace.
-func (c *cluster) ctr(args ...string) (string, error) {
-	out, err := exec.Command("ctr", append([]string{"--address", c.sock, "--namespace", "k8s.io"}, args...)...).CombinedOutput()
+// ctr runs ctr against the node's containerd, in kubelet's namespace.
+func (n *node) ctr(args ...string) (string, error) {
+	out, err := exec.Command("ctr", append([]string{"--address", n.sock, "--namespace", "k8s.io"}, args...)...).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("ctr %s: %w: %s", strings.Join(args, " "), err, out)
 	}
@@ -389,18 +422,22 @@ func answersOK(client *http.Client, url string) func() error {
 	}
 }
 
-// The kubelet: cgroupfs (no systemd), swap tolerated, every address on
-// loopback, every directory under runDir, and disk thresholds low enough
+// The kubelet: cgroupfs (no systemd), swap tolerated, no iptables chains
+// of its own on the machine (nothing here reads them, and the teardown
+// would have to take them away), every address on loopback (node 2's on its
+// veth), every directory under runDir, and disk thresholds low enough
 // that a busy shared disk neither evicts the test pods nor collects the
 // images the node cannot pull again.
 const kubeletConfig = `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-address: 127.0.0.1
+address: @ADDR@
 port: 10250
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
 healthzPort: 10248
 cgroupDriver: cgroupfs
+cgroupRoot: @CGROOT@
+makeIPTablesUtilChains: false
 failSwapOn: false
 containerRuntimeEndpoint: unix://@SOCK@
 authentication:
@@ -412,8 +449,8 @@ authentication:
     clientCAFile: @PKI@/ca.crt
 authorization:
   mode: Webhook
-tlsCertFile: @PKI@/kubelet-serving.crt
-tlsPrivateKeyFile: @PKI@/kubelet-serving.key
+tlsCertFile: @PKI@/@SERVING@.crt
+tlsPrivateKeyFile: @PKI@/@SERVING@.key
 serializeImagePulls: false
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
@@ -428,26 +465,56 @@ resolvConf: /etc/resolv.conf
 `
 
 func (c *cluster) startKubelet() error {
-	dir := c.path("kubelet")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	r := strings.NewReplacer("@D@", dir, "@SOCK@", c.sock, "@PKI@", c.pki.dir)
-	cfg := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(cfg, []byte(r.Replace(kubeletConfig)), 0o644); err != nil {
-		return err
-	}
-	p, err := c.start("kubelet", filepath.Join(c.binDir, "kubelet"),
-		"--config="+cfg,
-		"--kubeconfig="+c.path("kubelet.kubeconfig"),
-		"--hostname-override="+nodeName,
-		"--root-dir="+filepath.Join(dir, "root"),
-		"--cert-dir="+filepath.Join(dir, "pki"))
+	p, err := c.runKubelet(kubeletOn{
+		proc: "kubelet", dir: c.path("kubelet"), node: c.node,
+		address: "127.0.0.1", cgroupRoot: "/",
+		kubeconfig: c.path("kubelet.kubeconfig"), serving: "kubelet-serving",
+	})
 	if err != nil {
 		return err
 	}
-	return waitFor(p, 90*time.Second, "node "+nodeName+" Ready", func() error {
-		out, err := c.kubectl("get", "node", nodeName, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+	return c.waitNodeReady(p, nodeName)
+}
+
+// kubeletOn is how one node's kubelet runs.
+type kubeletOn struct {
+	proc string // its process's name
+	dir  string // its config, root, certificate and log directories
+	node
+	address    string   // where it serves (the API server's logs and exec)
+	cgroupRoot string   // under which it makes its pods' cgroups
+	kubeconfig string   // its credentials
+	serving    string   // its serving certificate's name in the PKI
+	wrap       []string // the command it runs under, if any (node 2's namespaces)
+}
+
+func (c *cluster) runKubelet(k kubeletOn) (*proc, error) {
+	if err := os.MkdirAll(k.dir, 0o755); err != nil {
+		return nil, err
+	}
+	r := strings.NewReplacer("@D@", k.dir, "@SOCK@", k.sock, "@PKI@", c.pki.dir, "@ADDR@", k.address, "@CGROOT@", k.cgroupRoot, "@SERVING@", k.serving)
+	cfg := filepath.Join(k.dir, "config.yaml")
+	if err := os.WriteFile(cfg, []byte(r.Replace(kubeletConfig)), 0o644); err != nil {
+		return nil, err
+	}
+	args := slices.Clone(k.wrap)
+	args = append(args, filepath.Join(c.binDir, "kubelet"),
+		"--config="+cfg,
+		"--kubeconfig="+k.kubeconfig,
+		"--hostname-override="+k.name,
+		// An address the other node reaches (scenario 8): node 1's is
+		// the host's end of the veth pair to node 2's network
+		// namespace. The peers meet on these addresses.
+		"--node-ip="+k.ip,
+		"--root-dir="+filepath.Join(k.dir, "root"),
+		"--cert-dir="+filepath.Join(k.dir, "pki"))
+	return c.start(k.proc, args[0], args[1:]...)
+}
+
+// waitNodeReady waits for the node's Ready condition.
+func (c *cluster) waitNodeReady(p *proc, name string) error {
+	return waitFor(p, 90*time.Second, "node "+name+" Ready", func() error {
+		out, err := c.kubectl("get", "node", name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
 		if err != nil {
 			return err
 		}
@@ -517,10 +584,10 @@ func (c *cluster) teardown() error {
 	return errors.Join(errs...)
 }
 
-// killTasks kills every container the cluster's containerd runs, by the
+// killTasks kills every container the node's containerd runs, by the
 // PID it reports.
-func (c *cluster) killTasks() {
-	out, err := c.ctr("tasks", "ls")
+func (n *node) killTasks() {
+	out, err := n.ctr("tasks", "ls")
 	if err != nil {
 		return
 	}
@@ -537,10 +604,14 @@ func (c *cluster) killTasks() {
 }
 
 // cleanupRunDir undoes what a run left on the machine, whether it ended
-// cleanly or was killed: leftover processes (shims), mounts, the pod
-// bridge, kubelet's cgroups, the /etc/hosts lines, then runDir itself.
+// cleanly or was killed: leftover processes (node 2's, shims), mounts,
+// the pod bridge, node 2's network namespace and veth pair, the kubelets'
+// cgroups, the /etc/hosts lines, then runDir itself.
 func cleanupRunDir(runDir string) error {
 	var errs []error
+	if left := killNode2Procs(10 * time.Second); len(left) > 0 {
+		errs = append(errs, fmt.Errorf("node 2's processes still running: %v", left))
+	}
 	if left := killOwned(runDir, 10*time.Second); len(left) > 0 {
 		errs = append(errs, fmt.Errorf("processes still running: %v", left))
 	}
@@ -551,6 +622,9 @@ func cleanupRunDir(runDir string) error {
 		if out, err := exec.Command("ip", "link", "delete", bridgeName).CombinedOutput(); err != nil {
 			errs = append(errs, fmt.Errorf("ip link delete %s: %w: %s", bridgeName, err, out))
 		}
+	}
+	if err := removeNodeNetwork(); err != nil {
+		errs = append(errs, err)
 	}
 	removeCgroups()
 	if err := removeSystemDirs(runDir); err != nil {

@@ -26,7 +26,7 @@ const (
 	hostsMarker = "# lifeboat-e2e"
 )
 
-func addHosts(names ...string) error {
+func addHosts(ip string, names ...string) error {
 	b, err := os.ReadFile(etcHosts)
 	if err != nil {
 		return err
@@ -36,7 +36,7 @@ func addHosts(names ...string) error {
 		// takes the newline away again.
 		b = append(b, []byte("\n"+hostsMarker+"-newline\n")...)
 	}
-	b = fmt.Appendf(b, "127.0.0.1 %s %s\n", strings.Join(names, " "), hostsMarker)
+	b = fmt.Appendf(b, "%s %s %s\n", ip, strings.Join(names, " "), hostsMarker)
 	return os.WriteFile(etcHosts, b, 0o644)
 }
 
@@ -73,7 +73,7 @@ func removeHosts() error {
 // <runDir>/created and removed by cleanupRunDir (/run/containerd and
 // /run/netns only when nothing but empty directories is left in them); in
 // a /var/lib/cni that did, only the run's own CNI results are.
-var systemDirs = []string{"/var/lib/kubelet", "/var/lib/cni", "/run/containerd", "/run/netns"}
+var systemDirs = []string{"/var/lib/kubelet", "/var/lib/cni", "/run/containerd", "/run/netns", "/var/log/containers"}
 
 // onlyIfEmpty are the systemDirs other programs on the machine share.
 var onlyIfEmpty = []string{"/run/containerd", "/run/netns"}
@@ -179,32 +179,53 @@ func ownedPIDs(runDir string) []int {
 // killOwned sends SIGTERM to every process ownedPIDs finds, waits up to
 // grace, then SIGKILLs the ones left. It returns the ones that survived.
 func killOwned(runDir string, grace time.Duration) []int {
-	pids := ownedPIDs(runDir)
-	for _, pid := range pids {
+	return killAll(func() []int { return ownedPIDs(runDir) }, grace)
+}
+
+// killAll sends SIGTERM to the processes find finds, by PID, waits up to
+// grace for them to go, SIGKILLs the ones left, and returns the ones
+// find still finds.
+func killAll(find func() []int, grace time.Duration) []int {
+	for _, pid := range find() {
 		_ = syscall.Kill(pid, syscall.SIGTERM)
 	}
 	deadline := time.Now().Add(grace)
-	for len(ownedPIDs(runDir)) > 0 && time.Now().Before(deadline) {
+	for len(find()) > 0 && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	for _, pid := range ownedPIDs(runDir) {
+	for _, pid := range find() {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	time.Sleep(200 * time.Millisecond)
-	return ownedPIDs(runDir)
+	return find()
+}
+
+// mounts are the fields of each line of /proc/self/mounts: device, mount
+// point, type, options.
+func mounts() ([][]string, error) {
+	b, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		return nil, err
+	}
+	var ms [][]string
+	for line := range strings.Lines(string(b)) {
+		if f := strings.Fields(line); len(f) > 2 {
+			ms = append(ms, f)
+		}
+	}
+	return ms, nil
 }
 
 // unmountUnder lazily unmounts every mount point below dir, deepest first
 // (kubelet's tmpfs volumes, containerd's sandbox /dev/shm).
 func unmountUnder(dir string) error {
-	b, err := os.ReadFile("/proc/self/mounts")
+	ms, err := mounts()
 	if err != nil {
 		return err
 	}
 	var points []string
-	for line := range strings.Lines(string(b)) {
-		f := strings.Fields(line)
-		if len(f) > 1 && (f[1] == dir || strings.HasPrefix(f[1], dir+"/")) {
+	for _, f := range ms {
+		if f[1] == dir || strings.HasPrefix(f[1], dir+"/") {
 			points = append(points, f[1])
 		}
 	}
@@ -218,13 +239,18 @@ func unmountUnder(dir string) error {
 	return errors.Join(errs...)
 }
 
-// removeCgroups removes the cgroups kubelet created (cgroupfs driver:
-// /kubepods under every hierarchy), deepest first. Best effort: a cgroup
-// with a process left in it stays, and is reused by the next run.
+// removeCgroups removes the cgroups the kubelets created (cgroupfs
+// driver: /kubepods and node 2's node2CgroupRoot under every hierarchy),
+// deepest first. Best effort: a cgroup with a process left in it stays,
+// and is reused by the next run.
 func removeCgroups() {
-	roots, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods")
-	if d := "/sys/fs/cgroup/kubepods"; exists(d) {
-		roots = append(roots, d)
+	var roots []string
+	for _, h := range cgroupHierarchies() {
+		for _, d := range []string{"kubepods", node2CgroupRoot} {
+			if d := filepath.Join(h, d); exists(d) {
+				roots = append(roots, d)
+			}
+		}
 	}
 	for _, root := range roots {
 		var dirs []string

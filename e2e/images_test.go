@@ -187,8 +187,8 @@ func appImage(pauseBin string, size int64) (v1.Image, error) {
 }
 
 // importImages writes imgs to one tarball and imports it into the
-// cluster's containerd, unpacked for its snapshotter.
-func (c *cluster) importImages(imgs map[string]v1.Image) error {
+// node's containerd, unpacked for its snapshotter.
+func (n *node) importImages(imgs map[string]v1.Image) error {
 	refs := map[name.Reference]v1.Image{}
 	for r, img := range imgs {
 		ref, err := name.ParseReference(r)
@@ -197,16 +197,16 @@ func (c *cluster) importImages(imgs map[string]v1.Image) error {
 		}
 		refs[ref] = img
 	}
-	tar := c.path("images.tar")
+	tar := filepath.Join(n.scratch, "images.tar")
 	if err := tarball.MultiRefWriteToFile(tar, refs); err != nil {
 		return err
 	}
 	defer os.Remove(tar)
-	return c.importTarball(tar)
+	return n.importTarball(tar)
 }
 
-func (c *cluster) importTarball(path string) error {
-	_, err := c.ctr("images", "import", "--snapshotter", "native", "--platform", "linux/"+runtime.GOARCH, path)
+func (n *node) importTarball(path string) error {
+	_, err := n.ctr("images", "import", "--snapshotter", "native", "--platform", "linux/"+runtime.GOARCH, path)
 	return err
 }
 
@@ -231,12 +231,12 @@ func upgradeImage(tarPath, tag string) (v1.Image, error) {
 
 // removeImage removes every reference containerd holds to the image
 // named ref (its tag, its repo digest and its ID), as `crictl rmi` does.
-func (c *cluster) removeImage(ref string) error {
+func (n *node) removeImage(ref string) error {
 	repo := ref
 	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
 		repo = ref[:i]
 	}
-	out, err := c.ctr("images", "ls")
+	out, err := n.ctr("images", "ls")
 	if err != nil {
 		return err
 	}
@@ -261,10 +261,10 @@ func (c *cluster) removeImage(ref string) error {
 			rm = append(rm, f[0])
 		}
 	}
-	if _, err := c.ctr(append([]string{"images", "rm", "--sync"}, rm...)...); err != nil {
+	if _, err := n.ctr(append([]string{"images", "rm", "--sync"}, rm...)...); err != nil {
 		return err
 	}
-	if left, _ := c.ctr("images", "ls", "-q"); strings.Contains(left, ref) {
+	if left, _ := n.ctr("images", "ls", "-q"); strings.Contains(left, ref) {
 		return errors.New("image still listed after removal: " + ref)
 	}
 	return nil

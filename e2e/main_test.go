@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -13,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // The harness's settings, from the environment (make e2e sets them).
@@ -60,6 +63,8 @@ func (s settings) missing() []string {
 		"/usr/bin/containerd": "containerd", "/usr/lib/cni/bridge": "containernetworking-plugins",
 		"/usr/lib/cni/host-local": "containernetworking-plugins", "/usr/lib/cni/loopback": "containernetworking-plugins",
 		busyboxBin: "busybox-static", "conntrack": "conntrack", "socat": "socat",
+		// Scenario 8's second node: its namespaces, and its control's rule.
+		"nsenter": "util-linux", "unshare": "util-linux", "iptables": "iptables",
 	}
 	for tool, pkg := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -82,8 +87,10 @@ var e2e struct {
 	c        *cluster
 	reg      *upstream
 	pauseBin string
-	appRef   string // the test workload's image, cached by lifeboat in scenario 2
-	newRef   string // a tag pushed but never pulled (scenario 5)
+	nodeImgs map[string]v1.Image // the images a node needs without a registry, by reference
+	node2    *secondNode         // scenario 8's second node, while it runs
+	appRef   string              // the test workload's image, cached by lifeboat in scenario 2
+	newRef   string              // a tag pushed but never pulled (scenario 5)
 }
 
 func TestMain(m *testing.M) {
@@ -129,10 +136,13 @@ func run(m *testing.M) (code int) {
 				e2e.reg.down()
 			}
 			var err error
+			if e2e.node2 != nil {
+				err = e2e.node2.stop()
+			}
 			if c != nil {
-				err = c.teardown()
+				err = errors.Join(err, c.teardown())
 			} else {
-				err = cleanupRunDir(runDir)
+				err = errors.Join(err, cleanupRunDir(runDir))
 			}
 			if err != nil {
 				fmt.Fprintln(os.Stderr, "e2e: teardown:", err)
@@ -152,7 +162,7 @@ func run(m *testing.M) (code int) {
 	}()
 	defer teardown()
 
-	if err := addHosts(nodeName, registryHost); err != nil {
+	if err := errors.Join(addHosts("127.0.0.1", nodeName, registryHost), addHosts(node2IP, node2Name)); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: /etc/hosts:", err)
 		return 1
 	}
@@ -183,6 +193,7 @@ func prepare(c *cluster) error {
 	if err != nil {
 		return err
 	}
+	e2e.nodeImgs = imgs
 	if err := c.importImages(imgs); err != nil {
 		return err
 	}

@@ -83,24 +83,7 @@ func scenarioInstall(t *testing.T, c *cluster) map[string][]byte {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(adminHosts), 0o644))
 	before := readTree(t, c.hostsDir)
 
-	values := filepath.Join(c.runDir, "values.yaml")
-	repo, tag, _ := strings.Cut(e2e.lifeboatRef[strings.LastIndex(e2e.lifeboatRef, "/")+1:], ":")
-	repo = e2e.lifeboatRef[:strings.LastIndex(e2e.lifeboatRef, "/")+1] + repo
-	require.NoError(t, os.WriteFile(values, fmt.Appendf(nil, `image:
-  repository: %s
-  tag: %s
-extraUpstreams:
-  - name: %s
-    url: http://%s
-containerd:
-  hostsDir: %s
-  configFile: %s
-dataDir:
-  hostPath: %s
-config:
-  logFormat: text
-`, repo, tag, registryName, registryName, c.hostsDir, c.containerdConfig, c.path("lifeboat-data")), 0o644))
-
+	values := writeValues(t, c)
 	ctx, cancel := withTimeout(4 * time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -152,6 +135,31 @@ config:
 	resp.Body.Close()
 	assert.Equal(t, http.StatusOK, resp.StatusCode, "/readyz")
 	return before
+}
+
+// writeValues writes the chart values every install uses and returns
+// their path: lifeboat's image, the test registry as an extra upstream,
+// the run's containerd and data directories.
+func writeValues(t *testing.T, c *cluster) string {
+	t.Helper()
+	values := filepath.Join(c.runDir, "values.yaml")
+	repo, tag, _ := strings.Cut(e2e.lifeboatRef[strings.LastIndex(e2e.lifeboatRef, "/")+1:], ":")
+	repo = e2e.lifeboatRef[:strings.LastIndex(e2e.lifeboatRef, "/")+1] + repo
+	require.NoError(t, os.WriteFile(values, fmt.Appendf(nil, `image:
+  repository: %s
+  tag: %s
+extraUpstreams:
+  - name: %s
+    url: http://%s
+containerd:
+  hostsDir: %s
+  configFile: %s
+dataDir:
+  hostPath: %s
+config:
+  logFormat: text
+`, repo, tag, registryName, registryName, c.hostsDir, c.containerdConfig, c.path("lifeboat-data")), 0o644))
+	return values
 }
 
 // scenarioPullThrough: a Deployment with imagePullPolicy: Always pulls the
@@ -524,19 +532,6 @@ func scenarioUninstall(t *testing.T, c *cluster, before map[string][]byte) {
 	})
 }
 
-// scenarioTwoNodes needs the cluster tier (peers): skipped until the
-// chart has it.
-func scenarioTwoNodes(t *testing.T, c *cluster) {
-	ctx, cancel := withTimeout(time.Minute)
-	defer cancel()
-	values, err := c.helm(ctx, e2e.helm, "show", "values", e2e.chart)
-	require.NoError(t, err)
-	if !regexp.MustCompile(`(?m)^peers:`).MatchString(values) {
-		t.Skip("the cluster tier has not landed: the chart has no peers values, so a second node cannot start its pods from its peer")
-	}
-	t.Skip("the chart has peers values, but the two-node scenario is not written yet")
-}
-
 // hostTables are the [host."..."] tables of a hosts.toml, in order: the
 // order containerd tries them.
 func hostTables(b []byte) []string {
@@ -569,13 +564,34 @@ func readTree(t *testing.T, dir string) map[string][]byte {
 // metrics is one scrape of lifeboat's /metrics.
 type metrics []string
 
+// scrape is node 1's lifeboat's metrics.
 func scrape(t *testing.T) metrics {
 	t.Helper()
-	resp, err := http.Get(metricsURL + "/metrics")
+	return scrapeAt(t, metricsURL)
+}
+
+// scrapeAt is the metrics of the lifeboat whose metrics listener is base.
+func scrapeAt(t *testing.T, base string) metrics {
+	t.Helper()
+	m, err := fetchMetrics(base)
 	require.NoError(t, err)
+	return m
+}
+
+// fetchMetrics is one scrape of the metrics listener at base.
+func fetchMetrics(base string) (metrics, error) {
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return nil, err
+	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s/metrics: %s", base, resp.Status)
+	}
 	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
+	if err != nil {
+		return nil, err
+	}
 	var m metrics
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(nil, 1<<20)
@@ -584,7 +600,7 @@ func scrape(t *testing.T) metrics {
 			m = append(m, line)
 		}
 	}
-	return m
+	return m, nil
 }
 
 // sum adds the samples of metric whose labels contain every one of labels.
