@@ -410,7 +410,7 @@ func cpuTime(pid int) time.Duration {
 
 // newDelayed is a reverse proxy to target that holds every request for
 // delay first: an upstream that far away.
-func newDelayed(b *testing.B, target string, delay time.Duration) *httptest.Server {
+func newDelayed(b testing.TB, target string, delay time.Duration) *httptest.Server {
 	u, err := url.Parse(target)
 	require.NoError(b, err)
 	rp := httputil.NewSingleHostReverseProxy(u)
