@@ -6,11 +6,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/types"
-	"github.com/lifeboat-dev/lifeboat/internal/upstreamtest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -25,24 +21,8 @@ func TestReferrersThroughLifeboat(t *testing.T) {
 	t.Parallel()
 	up := startRegistry(t, distribution(t), "")
 	host := strings.TrimPrefix(up.url, "http://")
-	img := upstreamtest.RandomImage(t, 4096, 1)
-	ref, err := name.ParseReference(host+"/signed/app:v1", name.Insecure)
-	require.NoError(t, err)
-	require.NoError(t, remote.Write(ref, img, remote.WithContext(t.Context())))
-	d, err := img.Digest()
-	require.NoError(t, err)
-	mt, err := img.MediaType()
-	require.NoError(t, err)
-	raw, err := img.RawManifest()
-	require.NoError(t, err)
-	subject := v1.Descriptor{MediaType: mt, Digest: d, Size: int64(len(raw))}
-	for _, at := range []types.MediaType{"application/vnd.example.sbom.v1", "application/vnd.dev.cosign.artifact.sig.v1+json"} {
-		art := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), at)
-		art = mutate.Subject(art, subject).(v1.Image)
-		ad, err := art.Digest()
-		require.NoError(t, err)
-		require.NoError(t, remote.Write(ref.Context().Digest(ad.String()), art, remote.WithContext(t.Context())))
-	}
+	subject := pushWithArtifacts(t, host+"/signed/app:v1", "application/vnd.example.sbom.v1", "application/vnd.dev.cosign.artifact.sig.v1+json")
+	d := subject.Digest
 
 	lb := startLifeboat(t, t.TempDir(), "--upstream", "dist.test="+up.url, "--default-registry", "dist.test")
 	list := func(host string, opts ...remote.Option) []v1.Descriptor {

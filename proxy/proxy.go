@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -245,15 +246,25 @@ func (p *Proxy) Registry(ns string) (string, error) {
 		return p.defaultName, nil
 	}
 	if _, ok := p.mirrors[ns]; !ok {
-		return "", fmt.Errorf("%q: %w", ns, ErrUnknownRegistry)
+		return "", unknownRegistry(ns)
 	}
 	return ns, nil
 }
 
+// unknownRegistry is ErrUnknownRegistry naming the registry, formatted only
+// when read: a path's first component is asked about on every request
+// without ns= (see registry's splitPrefix), and is usually not a registry.
+type unknownRegistry string
+
+func (u unknownRegistry) Error() string {
+	return strconv.Quote(string(u)) + ": " + ErrUnknownRegistry.Error()
+}
+func (u unknownRegistry) Unwrap() error { return ErrUnknownRegistry }
+
 func (p *Proxy) mirror(registry string) (*mirror, error) {
 	m, ok := p.mirrors[registry]
 	if !ok {
-		return nil, fmt.Errorf("%q: %w", registry, ErrUnknownRegistry)
+		return nil, unknownRegistry(registry)
 	}
 	return m, nil
 }

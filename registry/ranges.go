@@ -197,9 +197,7 @@ func serveContent(w http.ResponseWriter, r *http.Request, specs []rangeSpec, siz
 // condition (every manifest hit containerd sends). The headers are those
 // http.ServeContent would send.
 func serveBytes(w http.ResponseWriter, r *http.Request, body []byte) {
-	h := r.Header
-	if h.Get("Range") != "" || h.Get("If-None-Match") != "" || h.Get("If-Match") != "" ||
-		h.Get("If-Modified-Since") != "" || h.Get("If-Unmodified-Since") != "" {
+	if conditional(r.Header) {
 		serveContent(w, r, wantedRanges(w, r), int64(len(body)), time.Time{}, bytes.NewReader(body))
 		return
 	}
@@ -213,3 +211,15 @@ func serveBytes(w http.ResponseWriter, r *http.Request, body []byte) {
 }
 
 var acceptBytes = []string{"bytes"}
+
+// conditional: the request has a Range or a condition for ServeContent to
+// answer. The server stores request header keys in canonical form, so the
+// map is read directly (Header.Get canonicalizes each key again).
+func conditional(h http.Header) bool {
+	for _, k := range [...]string{"Range", "If-None-Match", "If-Match", "If-Modified-Since", "If-Unmodified-Since"} {
+		if v := h[k]; len(v) > 0 && v[0] != "" {
+			return true
+		}
+	}
+	return false
+}

@@ -73,7 +73,7 @@ type outcome struct {
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := newRecorder(w, h.stall)
-	rec.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	rec.Header()["Docker-Distribution-Api-Version"] = apiVersion
 	o := h.serve(rec, r)
 	h.record(r, rec, o, time.Since(start))
 	if o.abort {
@@ -204,11 +204,13 @@ func (h *handler) manifest(w http.ResponseWriter, r *http.Request, registry stri
 	if err != nil {
 		return "", err
 	}
+	// Keys already in canonical form, assigned to the map: Header.Set
+	// canonicalizes each key again, a measurable part of a cached answer.
 	hdr := w.Header()
-	hdr.Set("Content-Type", m.MediaType)
-	hdr.Set("Docker-Content-Digest", m.Digest.String())
-	hdr.Set("Etag", `"`+m.Digest.String()+`"`)
-	hdr.Set(CacheHeader, string(m.Source))
+	hdr["Content-Type"] = []string{m.MediaType}
+	hdr["Docker-Content-Digest"] = []string{m.Digest.String()}
+	hdr["Etag"] = []string{`"` + m.Digest.String() + `"`}
+	hdr[CacheHeader] = sourceHeader(m.Source)
 	serveBytes(w, r, m.Body)
 	return m.Source, nil
 }
@@ -316,4 +318,19 @@ func (h *handler) tags(w http.ResponseWriter, r *http.Request, registry string, 
 	}
 	serveContent(w, r, wantedRanges(w, r), int64(len(body)), time.Time{}, bytes.NewReader(body))
 	return src, nil
+}
+
+// Header values every answer or every cached answer carries, shared
+// between responses: net/http only reads them, and a later Add appends to a
+// full slice, which copies it.
+var (
+	apiVersion   = []string{"registry/2.0"}
+	sourceValues = map[proxy.Source][]string{proxy.Hit: {string(proxy.Hit)}, proxy.Miss: {string(proxy.Miss)}, proxy.Stale: {string(proxy.Stale)}}
+)
+
+func sourceHeader(s proxy.Source) []string {
+	if v, ok := sourceValues[s]; ok {
+		return v
+	}
+	return []string{string(s)}
 }

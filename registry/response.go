@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -24,6 +25,7 @@ type recorder struct {
 	status      int
 	bytes       int64
 	wroteHeader bool
+	noDeadlines bool  // the writer cannot take deadlines (a test recorder)
 	err         error // the first write error: the client left or stopped reading
 }
 
@@ -36,7 +38,14 @@ func newRecorder(w http.ResponseWriter, stall time.Duration) *recorder {
 
 // extend moves the write deadline to stall from now. A writer that cannot
 // take deadlines (a test recorder) simply gets none.
-func (r *recorder) extend() { _ = r.rc.SetWriteDeadline(time.Now().Add(r.stall)) }
+func (r *recorder) extend() {
+	if r.noDeadlines {
+		return
+	}
+	if err := r.rc.SetWriteDeadline(time.Now().Add(r.stall)); errors.Is(err, http.ErrNotSupported) {
+		r.noDeadlines = true // asked once, not on every chunk
+	}
+}
 
 func (r *recorder) WriteHeader(code int) {
 	if !r.wroteHeader {

@@ -1,6 +1,8 @@
 package registry
 
 import (
+	"net/textproto"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -199,7 +201,7 @@ func FuzzParsePath(f *testing.F) {
 			t.Fatalf("unknown kind %q", rt.kind)
 		}
 		require.LessOrEqual(t, len(rt.name), reference.RepositoryNameTotalLengthMax)
-		require.True(t, repositoryPath.MatchString(rt.name), "%q", rt.name)
+		require.True(t, grammarName.MatchString(rt.name), "%q", rt.name)
 		named, err := reference.WithName(rt.name)
 		require.NoError(t, err, "the distribution grammar accepts the name")
 		require.NotContains(t, strings.Split(rt.name, "/"), "..")
@@ -214,4 +216,61 @@ func FuzzParsePath(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The distribution grammar as regular expressions (github.com/distribution/
+// reference's, anchored, without a registry host): the oracle the hand-
+// written validators are held to.
+var (
+	grammarName = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$`)
+	grammarTag  = regexp.MustCompile(`^[\w][\w.-]{0,127}$`)
+)
+
+// FuzzNameGrammar: the hand-written name, tag and digest checks accept
+// exactly what github.com/distribution/reference and go-digest accept.
+func FuzzNameGrammar(f *testing.F) {
+	for _, s := range []string{
+		"library/alpine", "a", "a/b/c", "a.b", "a_b", "a__b", "a___b", "a--b", "a-.b", "a._b", "A", "a/",
+		"/a", "a//b", "..", "a/../b", "-a", "a-", "sha256:" + strings.Repeat("a", 64), "sha256:" + strings.Repeat("A", 64),
+		"sha512:" + strings.Repeat("0", 128), "v1.2.3", "_x", ".x", "x" + strings.Repeat("y", 127), strings.Repeat("a", 256),
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		_, werr := reference.WithName(s)
+		want := werr == nil && grammarName.MatchString(s)
+		require.Equal(t, want, validRepositoryPath(s), "name %q", s)
+		require.Equal(t, want, validateName(s) == nil, "name %q", s)
+
+		named, _ := reference.WithName("a")
+		_, terr := reference.WithTag(named, s)
+		require.Equal(t, terr == nil && grammarTag.MatchString(s), validTag(s), "tag %q", s)
+
+		_, derr := digest.Parse(s)
+		require.Equal(t, derr == nil, parseDigest(s) == nil, "digest %q", s)
+	})
+}
+
+func TestNameGrammar(t *testing.T) {
+	for name, ok := range map[string]bool{
+		"library/alpine": true, "a": true, "a.b/c_d/e__f/g---h": true, strings.Repeat("a", 255): true,
+		strings.Repeat("a", 256): false, "a___b": false, "a._b": false, "a-.b": false, "a/": false, "/a": false,
+		"a//b": false, "a/../b": false, "A": false, "a:b": false, "-a": false, "a-": false, "": false,
+	} {
+		assert.Equal(t, ok, validRepositoryPath(name), "%q", name)
+	}
+	for tag, ok := range map[string]bool{
+		"latest": true, "_x": true, "V1.2-rc_3": true, "x" + strings.Repeat("y", 127): true,
+		"x" + strings.Repeat("y", 128): false, ".x": false, "-x": false, "": false, "a:b": false, "a/b": false,
+	} {
+		assert.Equal(t, ok, validTag(tag), "%q", tag)
+	}
+}
+
+// The header keys assigned straight to the map are in canonical form (or
+// a client's Header.Get would not find them).
+func TestAssignedHeaderKeysAreCanonical(t *testing.T) {
+	for _, k := range []string{"Docker-Distribution-Api-Version", "Content-Type", "Docker-Content-Digest", "Etag", CacheHeader, "Accept-Ranges", "Content-Length"} {
+		assert.Equal(t, textproto.CanonicalMIMEHeaderKey(k), k)
+	}
 }
