@@ -27,6 +27,7 @@ type env struct {
 	p     *Proxy
 	reg   *prometheus.Registry
 	dir   string
+	net   *upstreamtest.Network // newBubbleEnv's: the proxy reaches upstream over it
 }
 
 func newEnv(t *testing.T) *env {
@@ -34,6 +35,27 @@ func newEnv(t *testing.T) *env {
 	e := &env{up: upstreamtest.Start(t), dir: t.TempDir()}
 	e.open(t)
 	return e
+}
+
+// newBubbleEnv is newEnv for a test whose subject is time: call it inside
+// a synctest bubble. Upstream and proxy talk over an in-memory network, so
+// the bubble's clock advances while upstream hangs: a 500 ms budget runs
+// out in no wall time, and after exactly 500 ms of the bubble's.
+func newBubbleEnv(t *testing.T) *env {
+	t.Helper()
+	n := upstreamtest.NewNetwork()
+	e := &env{net: n, up: upstreamtest.StartOn(t, n), dir: t.TempDir()}
+	e.open(t)
+	return e
+}
+
+// upstreamOptions are the upstream client options of the env's proxy.
+func (e *env) upstreamOptions() upstream.Options {
+	o := upstream.Options{Metrics: upstream.NewMetrics(e.reg)}
+	if e.net != nil {
+		o.DialContext = e.net.DialContext
+	}
+	return o
 }
 
 // open (re)opens store and proxy on the env's data dir.
@@ -46,7 +68,7 @@ func (e *env) open(t *testing.T) {
 	e.p = newTestProxy(t, store, upstream.Config{
 		Name: testRegistry, URL: e.up.URL,
 		Timeouts: answeringTimeouts,
-	}, upstream.Options{Metrics: upstream.NewMetrics(e.reg)}, e.reg)
+	}, e.upstreamOptions(), e.reg)
 }
 
 // newTestProxy builds a proxy over store with one upstream.
