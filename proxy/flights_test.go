@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/lifeboat-dev/lifeboat/internal/upstreamtest"
@@ -112,7 +113,7 @@ func putManifest(t *testing.T, up *upstreamtest.Upstream, repo, ref, mediaType s
 	req, err := http.NewRequest(http.MethodPut, up.URL+"/v2/"+repo+"/manifests/"+ref, bytes.NewReader(body))
 	require.NoError(t, err)
 	req.Header.Set("Content-Type", mediaType)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := up.Client().Do(req)
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusCreated, resp.StatusCode)
@@ -218,47 +219,54 @@ func TestManifestMissesAreBoundedUnderLoad(t *testing.T) {
 }
 
 // TestRequestSlotWaitIsBounded: with the registry's request slots taken
-// (here by the test itself), a blob HEAD or a manifest miss waits its
-// budget and is answered unavailable (ErrBusy), and a cached tag whose
+// (here by the test itself), a blob HEAD or a manifest miss waits exactly
+// its budget and is answered unavailable (ErrBusy), and a cached tag whose
 // revalidation cannot get a slot within its budget is served stale.
 func TestRequestSlotWaitIsBounded(t *testing.T) {
 	t.Parallel()
-	up := upstreamtest.Start(t)
-	// Budgets the waits below run out, and that the answers outside them
-	// (the first miss, the last HEAD) never overrun on a busy machine.
-	e := newTunedEnv(t, up, up.URL, upstream.Timeouts{Revalidate: time.Second, Request: 2 * time.Second},
-		func(o *Options) { o.Upstreams[0].MaxConcurrentRequests = 1 })
-	img := upstreamtest.RandomImage(t, 256, 1)
-	up.Push(t, "app:v1", img)
-	_, err := e.p.Manifest(t.Context(), testRegistry, "app", "v1")
-	require.NoError(t, err)
-	d := pushBlobs(t, up, "app", 1, 64)[0]
-	up.Push(t, "app:v2", upstreamtest.RandomImage(t, 256, 1))
-	requests := func() int {
-		return up.Requests("HEAD blobs") + up.Requests("GET manifests") + up.Requests("HEAD manifests")
-	}
-	before := requests()
+	synctest.Test(t, func(t *testing.T) {
+		n := upstreamtest.NewNetwork()
+		up := upstreamtest.StartOn(t, n)
+		timeouts := upstream.Timeouts{Revalidate: 500 * time.Millisecond, Request: 2 * time.Second}
+		e := newTunedEnvOn(t, n, up, up.URL, timeouts, func(o *Options) { o.Upstreams[0].MaxConcurrentRequests = 1 })
+		img := upstreamtest.RandomImage(t, 256, 1)
+		up.Push(t, "app:v1", img)
+		_, err := e.p.Manifest(t.Context(), testRegistry, "app", "v1")
+		require.NoError(t, err)
+		d := pushBlobs(t, up, "app", 1, 64)[0]
+		up.Push(t, "app:v2", upstreamtest.RandomImage(t, 256, 1))
+		requests := func() int {
+			return up.Requests("HEAD blobs") + up.Requests("GET manifests") + up.Requests("HEAD manifests")
+		}
+		before := requests()
 
-	leave, err := e.p.requestSlot(t.Context(), e.p.mirrors[testRegistry], "the test")
-	require.NoError(t, err)
+		leave, err := e.p.requestSlot(t.Context(), e.p.mirrors[testRegistry], "the test")
+		require.NoError(t, err)
 
-	_, _, err = e.p.BlobHead(t.Context(), testRegistry, "app", d)
-	require.ErrorIs(t, err, ErrBusy, "a blob HEAD without a slot")
-	var ue *upstream.Error
-	require.ErrorAs(t, err, &ue)
-	assert.True(t, ue.Unavailable(), "answered 503: containerd goes to the registry itself")
+		start := time.Now()
+		_, _, err = e.p.BlobHead(t.Context(), testRegistry, "app", d)
+		require.ErrorIs(t, err, ErrBusy, "a blob HEAD without a slot")
+		assert.Equal(t, timeouts.Request, time.Since(start), "after its request budget")
+		var ue *upstream.Error
+		require.ErrorAs(t, err, &ue)
+		assert.True(t, ue.Unavailable(), "answered 503: containerd goes to the registry itself")
 
-	_, err = e.p.Manifest(t.Context(), testRegistry, "app", "v2")
-	require.ErrorIs(t, err, ErrBusy, "a manifest miss without a slot")
+		start = time.Now()
+		_, err = e.p.Manifest(t.Context(), testRegistry, "app", "v2")
+		require.ErrorIs(t, err, ErrBusy, "a manifest miss without a slot")
+		assert.Equal(t, timeouts.Request, time.Since(start), "after its request budget")
 
-	m, err := e.p.Manifest(t.Context(), testRegistry, "app", "v1")
-	require.NoError(t, err)
-	assert.Equal(t, Stale, m.Source, "a revalidation without a slot serves the cached tag stale")
-	assert.Equal(t, 3.0, testutil.ToFloat64(e.p.metrics.busy.WithLabelValues(testRegistry, "request")))
-	assert.Equal(t, before, requests(), "nothing reached upstream")
+		start = time.Now()
+		m, err := e.p.Manifest(t.Context(), testRegistry, "app", "v1")
+		require.NoError(t, err)
+		assert.Equal(t, Stale, m.Source, "a revalidation without a slot serves the cached tag stale")
+		assert.Equal(t, timeouts.Revalidate, time.Since(start), "after its revalidation budget")
+		assert.Equal(t, 3.0, testutil.ToFloat64(e.p.metrics.busy.WithLabelValues(testRegistry, "request")))
+		assert.Equal(t, before, requests(), "nothing reached upstream")
 
-	leave()
-	size, _, err := e.p.BlobHead(t.Context(), testRegistry, "app", d)
-	require.NoError(t, err, "a free slot serves again")
-	assert.Equal(t, int64(64), size)
+		leave()
+		size, _, err := e.p.BlobHead(t.Context(), testRegistry, "app", d)
+		require.NoError(t, err, "a free slot serves again")
+		assert.Equal(t, int64(64), size)
+	})
 }

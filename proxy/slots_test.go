@@ -27,12 +27,19 @@ import (
 // of the test's choosing.
 func newTunedEnv(t *testing.T, up *upstreamtest.Upstream, url string, timeouts upstream.Timeouts, tune func(*Options)) *env {
 	t.Helper()
-	e := &env{up: up, dir: t.TempDir(), reg: prometheus.NewPedanticRegistry()}
+	return newTunedEnvOn(t, nil, up, url, timeouts, tune)
+}
+
+// newTunedEnvOn is newTunedEnv with the proxy reaching upstream over n
+// (nil: loopback), for a test in a synctest bubble.
+func newTunedEnvOn(t *testing.T, n *upstreamtest.Network, up *upstreamtest.Upstream, url string, timeouts upstream.Timeouts, tune func(*Options)) *env {
+	t.Helper()
+	e := &env{up: up, dir: t.TempDir(), reg: prometheus.NewPedanticRegistry(), net: n}
 	store, err := cache.Open(e.dir, cache.Options{})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = store.Close() })
 	e.store = store
-	c, err := upstream.New(upstream.Config{Name: testRegistry, URL: url, Timeouts: timeouts}, upstream.Options{Metrics: upstream.NewMetrics(e.reg)})
+	c, err := upstream.New(upstream.Config{Name: testRegistry, URL: url, Timeouts: timeouts}, e.upstreamOptions())
 	require.NoError(t, err)
 	opts := Options{Upstreams: []Upstream{{Client: c}}, Registerer: e.reg}
 	if tune != nil {
@@ -49,10 +56,7 @@ func newTunedEnv(t *testing.T, up *upstreamtest.Upstream, url string, timeouts u
 func pushBlobs(t *testing.T, up *upstreamtest.Upstream, repo string, n, size int) []digest.Digest {
 	t.Helper()
 	out := make([]digest.Digest, n)
-	// A client of its own: other tests close the default transport's
-	// connections (go-containerregistry does on some paths).
-	client := &http.Client{Transport: &http.Transport{}}
-	defer client.CloseIdleConnections()
+	client := up.Client()
 	for i := range out {
 		b := make([]byte, size)
 		_, _ = rand.Read(b)
@@ -166,34 +170,40 @@ func TestIdleDownloadYieldsItsSlot(t *testing.T) {
 }
 
 // TestMissWithoutASlotAnswersBusy: every slot is held by a download its
-// client reads; a miss waits its request budget, then is answered
+// client reads; a miss waits exactly its request budget, then is answered
 // unavailable (a 503 at the edge) instead of hanging; its queued download
 // gives up, and the running one is not disturbed.
 func TestMissWithoutASlotAnswersBusy(t *testing.T) {
 	t.Parallel()
-	up := upstreamtest.Start(t)
-	e := newTunedEnv(t, up, up.URL, upstream.Timeouts{Request: 300 * time.Millisecond}, func(o *Options) { o.Upstreams[0].MaxConcurrentFills = 1 })
-	ds := pushBlobs(t, up, "app", 2, 1<<20)
-	up.SetMode(upstreamtest.Slow)
+	synctest.Test(t, func(t *testing.T) {
+		const budget = 300 * time.Millisecond
+		n := upstreamtest.NewNetwork()
+		up := upstreamtest.StartOn(t, n)
+		e := newTunedEnvOn(t, n, up, up.URL, upstream.Timeouts{Request: budget}, func(o *Options) { o.Upstreams[0].MaxConcurrentFills = 1 })
+		ds := pushBlobs(t, up, "app", 2, 1<<20)
+		up.SetMode(upstreamtest.Slow)
 
-	reading, err := e.p.Blob(t.Context(), testRegistry, "app", ds[0], true)
-	require.NoError(t, err)
-	defer reading.Content.Close()
+		reading, err := e.p.Blob(t.Context(), testRegistry, "app", ds[0], true)
+		require.NoError(t, err)
+		defer reading.Content.Close()
 
-	_, err = e.p.Blob(t.Context(), testRegistry, "app", ds[1], true)
-	require.ErrorIs(t, err, ErrBusy)
-	var ue *upstream.Error
-	require.ErrorAs(t, err, &ue)
-	assert.True(t, ue.Unavailable(), "the registry answers 503: containerd goes to the registry itself")
-	assert.Equal(t, 1.0, testutil.ToFloat64(e.p.metrics.busy.WithLabelValues(testRegistry, "blob")))
-	require.Eventually(t, func() bool { return fillResults(e.p, "abandoned") == 1 }, 10*time.Second, 5*time.Millisecond,
-		"the download nobody waits for any more gave up")
+		start := time.Now()
+		_, err = e.p.Blob(t.Context(), testRegistry, "app", ds[1], true)
+		require.ErrorIs(t, err, ErrBusy)
+		assert.Equal(t, budget, time.Since(start), "answered busy when the request budget ran out")
+		var ue *upstream.Error
+		require.ErrorAs(t, err, &ue)
+		assert.True(t, ue.Unavailable(), "the registry answers 503: containerd goes to the registry itself")
+		assert.Equal(t, 1.0, testutil.ToFloat64(e.p.metrics.busy.WithLabelValues(testRegistry, "blob")))
+		synctest.Wait()
+		assert.Equal(t, 1.0, fillResults(e.p, "abandoned"), "the download nobody waits for any more gave up")
 
-	body, err := io.ReadAll(reading.Content)
-	require.NoError(t, err, "the download somebody reads was not disturbed")
-	assert.Equal(t, ds[0], digest.FromBytes(body))
-	assert.Equal(t, 0.0, fillResults(e.p, "yielded"))
-	assert.Equal(t, 1, up.Requests("GET blobs"), "the busy miss never reached upstream")
+		body, err := io.ReadAll(reading.Content)
+		require.NoError(t, err, "the download somebody reads was not disturbed")
+		assert.Equal(t, ds[0], digest.FromBytes(body))
+		assert.Equal(t, 0.0, fillResults(e.p, "yielded"))
+		assert.Equal(t, 1, up.Requests("GET blobs"), "the busy miss never reached upstream")
+	})
 }
 
 // TestFillSlotsPolicy drives the scheduler alone, in a synctest bubble:
