@@ -297,6 +297,13 @@ func TestContainerdParallelLayerFetch(t *testing.T) {
 		time.Sleep(time.Second)
 	}()
 	cold := pull("cold")
+	// A range containerd stopped reading ends its handler (and its access
+	// line) a little after the pull returned.
+	var coldAccess map[string]int
+	require.Eventually(t, func() bool {
+		coldAccess = accessLines(lb.logs.String(), blobPath)
+		return coldAccess["206 miss"]+coldAccess["206 hit"] >= len(cold)
+	}, 10*time.Second, 10*time.Millisecond, "an access line for every cold range")
 	open, other := offsets(cold)
 	assert.Empty(t, other, "every GET of the layer is an open-ended range")
 	if assert.NotEmpty(t, open) {
@@ -325,8 +332,13 @@ func TestContainerdParallelLayerFetch(t *testing.T) {
 	assert.Equal(t, 2, up.Requests("GET blobs"), "upstream GETs of blobs, cold and cached")
 
 	access := accessLines(lb.logs.String(), blobPath)
-	t.Logf("lifeboat's access log for the layer, by status and cache: %v", access)
+	t.Logf("lifeboat's access log for the layer, by status and cache: cold %v, in all %v", coldAccess, access)
 	assert.Equal(t, len(cold)+len(cached), access["206 miss"]+access["206 hit"], "lifeboat answered every range 206: %v", access)
-	assert.Equal(t, len(cold), access["206 miss"], "cold, every range followed the one download in progress: %v", access)
-	assert.Equal(t, len(cached), access["206 hit"], "cached, every range is a hit: %v", access)
+	// Cold, the ranges that came while the download was held followed it
+	// (misses); one that a busy machine delayed until the download had
+	// finished is a hit, and the one upstream GET above is the guarantee.
+	assert.Equal(t, len(cold), coldAccess["206 miss"]+coldAccess["206 hit"], "cold, every range answered 206: %v", coldAccess)
+	assert.GreaterOrEqual(t, coldAccess["206 miss"], 2, "cold, ranges followed the one download in progress: %v", coldAccess)
+	assert.Equal(t, access["206 miss"], coldAccess["206 miss"], "cached, no range is a miss: %v", access)
+	assert.Equal(t, len(cached), access["206 hit"]-coldAccess["206 hit"], "cached, every range is a hit: %v", access)
 }

@@ -27,6 +27,7 @@ type stack struct {
 	up  *upstreamtest.Upstream
 	srv *httptest.Server
 	reg *prometheus.Registry
+	p   *proxy.Proxy // behind srv: a test can fill the cache without the edge's limits
 }
 
 // newStack runs lifeboat (store, proxy, handler) in front of a real upstream
@@ -76,7 +77,7 @@ func newStackWith(t testing.TB, so stackOptions) *stack {
 	so.registry.Registerer = reg
 	srv := httptest.NewServer(New(p, so.registry))
 	t.Cleanup(srv.Close)
-	return &stack{up: up, srv: srv, reg: reg}
+	return &stack{up: up, srv: srv, reg: reg, p: p}
 }
 
 func (s *stack) ref(t *testing.T, repoRef string) name.Reference {

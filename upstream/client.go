@@ -67,6 +67,15 @@ type Options struct {
 	Metrics *Metrics
 	// Now returns the current time. Nil: time.Now.
 	Now func() time.Time
+	// DialContext opens connections to the registry (and its token
+	// service) instead of a TCP dialer: for tests, which reach an
+	// in-memory registry inside a testing/synctest bubble
+	// (internal/upstreamtest's Network), and for unusual deployments (a
+	// registry behind a tunnel or a unix socket). It is called with
+	// Timeouts.Dial as the context's deadline; every other timeout (TLS,
+	// response headers, the revalidation and request budgets, the body
+	// stall limit) applies as over TCP. Nil: net.Dialer.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Client talks to one registry endpoint. It is safe for concurrent use.
@@ -128,10 +137,9 @@ func New(cfg Config, opts Options) (*Client, error) {
 	if opts.UserAgent == "" {
 		opts.UserAgent = "lifeboat"
 	}
-	dialer := &net.Dialer{Timeout: cfg.Timeouts.Dial, KeepAlive: 30 * time.Second}
 	var rt http.RoundTripper = &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           dialer.DialContext,
+		DialContext:           dialContext(cfg.Timeouts.Dial, opts.DialContext),
 		TLSHandshakeTimeout:   cfg.Timeouts.TLSHandshake,
 		ResponseHeaderTimeout: cfg.Timeouts.ResponseHeader,
 		IdleConnTimeout:       90 * time.Second,
@@ -160,6 +168,19 @@ func New(cfg Config, opts Options) (*Client, error) {
 			"registry", cfg.Name, "endpoint", u.Host)
 	}
 	return c, nil
+}
+
+// dialContext is the transport's dialer: a TCP dialer bounded by timeout,
+// or dial (Options.DialContext) under the same bound.
+func dialContext(timeout time.Duration, dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if dial == nil {
+		return (&net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}).DialContext
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return dial(ctx, network, addr)
+	}
 }
 
 func tlsConfig(cfg Config) (*tls.Config, error) {

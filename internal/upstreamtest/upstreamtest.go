@@ -1,6 +1,7 @@
 // Package upstreamtest starts a real upstream registry (go-containerregistry's
-// in-memory registry) on loopback behind a fault-injecting handler, and seeds
-// it with random images. It is for tests only.
+// in-memory registry) behind a fault-injecting handler, and seeds it with
+// random images: on loopback (Start), or on an in-memory Network for tests
+// in a testing/synctest bubble (StartOn). It is for tests only.
 package upstreamtest
 
 import (
@@ -68,6 +69,7 @@ type Upstream struct {
 	Host string
 
 	srv      *httptest.Server
+	client   *http.Client // reaches srv: Push, Delete, Client
 	mode     atomic.Value // Mode
 	mu       sync.Mutex
 	requests map[string]int // by "METHOD kind", kind: manifests, blobs, tags, base, token
@@ -177,21 +179,51 @@ func (u *Upstream) authorize(w http.ResponseWriter, r *http.Request, mode Mode) 
 	return false
 }
 
-// Start starts an upstream registry that stops when the test ends.
+// Start starts an upstream registry on loopback that stops when the test
+// ends.
 func Start(t testing.TB) *Upstream {
 	t.Helper()
-	u := &Upstream{requests: map[string]int{}, byAgent: map[string]int{}, inflight: map[string]int{}, peak: map[string]int{}}
-	u.mode.Store(OK)
-	reg := ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)), ggcrregistry.WithReferrersSupport(true))
+	u := newUpstream()
 	// URL and Host are set before the server starts: a request (even a
 	// stray one, on a port another test used before) may come at once.
-	u.srv = httptest.NewUnstartedServer(u.wrap(reg))
+	u.srv = httptest.NewUnstartedServer(u.wrap(u.registry()))
 	u.Host = u.srv.Listener.Addr().String()
 	u.URL = "http://" + u.Host
+	// A client of its own: other tests close the default transport's
+	// connections (go-containerregistry does on some paths).
+	u.client = &http.Client{Transport: &http.Transport{}}
 	u.srv.Start()
 	t.Cleanup(u.Stop)
 	return u
 }
+
+// StartOn starts an upstream registry on an in-memory network, for a test
+// in a testing/synctest bubble (see Network): call it inside the bubble,
+// and give the proxy's client n.DialContext. It stops when the test ends.
+func StartOn(t testing.TB, n *Network) *Upstream {
+	t.Helper()
+	u := newUpstream()
+	u.client = n.Client()
+	u.srv = n.Server(t, u.wrap(u.registry()), false)
+	u.URL = u.srv.URL
+	u.Host = strings.TrimPrefix(u.URL, "http://")
+	t.Cleanup(u.Stop)
+	return u
+}
+
+func newUpstream() *Upstream {
+	u := &Upstream{requests: map[string]int{}, byAgent: map[string]int{}, inflight: map[string]int{}, peak: map[string]int{}}
+	u.mode.Store(OK)
+	return u
+}
+
+func (u *Upstream) registry() http.Handler {
+	return ggcrregistry.New(ggcrregistry.Logger(log.New(io.Discard, "", 0)), ggcrregistry.WithReferrersSupport(true))
+}
+
+// Client is an HTTP client that reaches the upstream, for a test's own
+// requests (a blob upload, a manifest PUT).
+func (u *Upstream) Client() *http.Client { return u.client }
 
 // SetMode switches how the upstream behaves from now on. Open connections
 // are closed so that no client keeps talking to the old behaviour.
@@ -204,6 +236,7 @@ func (u *Upstream) SetMode(m Mode) {
 func (u *Upstream) Stop() {
 	u.srv.CloseClientConnections()
 	u.srv.Close()
+	u.client.CloseIdleConnections()
 }
 
 // Hold makes requests with key ("GET manifests", "GET token") wait, once
@@ -428,9 +461,9 @@ func (u *Upstream) Push(t testing.TB, repoTag string, img any) name.Reference {
 	}
 	switch v := img.(type) {
 	case v1.Image:
-		err = remote.Write(ref, v)
+		err = remote.Write(ref, v, remote.WithTransport(u.client.Transport))
 	case v1.ImageIndex:
-		err = remote.WriteIndex(ref, v)
+		err = remote.WriteIndex(ref, v, remote.WithTransport(u.client.Transport))
 	default:
 		t.Fatalf("Push: %T is neither an image nor an index", img)
 	}
@@ -485,7 +518,7 @@ func (u *Upstream) Delete(t testing.TB, repoTag string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Delete(ref); err != nil {
+	if err := remote.Delete(ref, remote.WithTransport(u.client.Transport)); err != nil {
 		t.Fatalf("delete %s: %v", ref, err)
 	}
 }
