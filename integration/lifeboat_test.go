@@ -31,11 +31,17 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "lifeboat")
-	build := mainModuleGo("build", "-o", binary, "./cmd/lifeboat")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building lifeboat:", err)
-		os.Exit(1)
+	if b := os.Getenv("LIFEBOAT_BINARY"); b != "" {
+		// A lifeboat built elsewhere (a release, an older commit): how
+		// make bench compares before and after with one harness.
+		binary = b
+	} else {
+		build := mainModuleGo("build", "-o", binary, "./cmd/lifeboat")
+		build.Stdout, build.Stderr = os.Stdout, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building lifeboat:", err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
