@@ -34,7 +34,8 @@ const (
 	containerdBin = "/usr/bin/containerd"
 )
 
-// cluster is a running single-node cluster under runDir.
+// cluster is the running cluster under runDir: its control plane and node
+// 1 (node 2 is a secondNode, started by scenario 8).
 type cluster struct {
 	runDir string
 	binDir string // kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl
@@ -626,7 +627,7 @@ func cleanupRunDir(runDir string) error {
 	if err := removeNodeNetwork(); err != nil {
 		errs = append(errs, err)
 	}
-	removeCgroups()
+	removeCgroups("kubepods", node2CgroupRoot)
 	if err := removeSystemDirs(runDir); err != nil {
 		errs = append(errs, err)
 	}

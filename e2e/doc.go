@@ -1,7 +1,7 @@
-// Package e2e proves lifeboat's mission on a real Kubernetes: a
-// single-node cluster of upstream binaries (kube-apiserver,
-// kube-controller-manager, kube-scheduler, kubelet, etcd, containerd) on
-// loopback, the chart installed from the working tree, and pods that keep
+// Package e2e proves lifeboat's mission on a real Kubernetes: a cluster
+// of upstream binaries (kube-apiserver, kube-controller-manager,
+// kube-scheduler, kubelet, etcd, containerd) on this machine, one node and
+// then a second joining, the chart installed from the working tree, and pods that keep
 // starting while their registry is down or hanging.
 //
 // Scenario 8 adds a second node on the same machine while the registry

@@ -80,12 +80,41 @@ var onlyIfEmpty = []string{"/run/containerd", "/run/netns"}
 
 func noteSystemDirs(runDir string) error {
 	var created []byte
+	// `ip netns add` (node 2's namespace) makes /run/netns a mount point
+	// of its own, bind-mounted on itself. If it was none before, the
+	// run undoes that too, or a /run/netns the run created could not be
+	// removed (EBUSY).
+	if mounted, err := isMountPoint(netnsDir); err != nil {
+		return err
+	} else if !mounted {
+		created = fmt.Appendf(created, "%s%s\n", unmountPrefix, netnsDir)
+	}
 	for _, d := range systemDirs {
 		if !exists(d) {
 			created = fmt.Appendf(created, "%s\n", d)
 		}
 	}
 	return os.WriteFile(filepath.Join(runDir, "created"), created, 0o600)
+}
+
+const (
+	netnsDir      = "/run/netns"
+	unmountPrefix = "unmount "
+)
+
+// isMountPoint reports whether p is a mount point (a bind mount of a
+// directory on itself included, which a device number cannot tell).
+func isMountPoint(p string) (bool, error) {
+	ms, err := mounts()
+	if err != nil {
+		return false, err
+	}
+	for _, f := range ms {
+		if f[1] == p {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // removeSystemDirs undoes noteSystemDirs's run.
@@ -97,6 +126,20 @@ func removeSystemDirs(runDir string) error {
 	var errs []error
 	for d := range strings.Lines(string(b)) {
 		switch d = strings.TrimSpace(d); {
+		case strings.HasPrefix(d, unmountPrefix):
+			// Only while no namespace is left in it (another program's
+			// would be a file): unmounting would hide it.
+			if p := strings.TrimPrefix(d, unmountPrefix); p == netnsDir && emptyTree(p) {
+				for {
+					if mounted, _ := isMountPoint(p); !mounted {
+						break
+					}
+					if err := syscall.Unmount(p, syscall.MNT_DETACH); err != nil {
+						errs = append(errs, fmt.Errorf("unmount %s: %w", p, err))
+						break
+					}
+				}
+			}
 		case slices.Contains(onlyIfEmpty, d):
 			if emptyTree(d) {
 				errs = append(errs, os.RemoveAll(d))
@@ -239,14 +282,14 @@ func unmountUnder(dir string) error {
 	return errors.Join(errs...)
 }
 
-// removeCgroups removes the cgroups the kubelets created (cgroupfs
-// driver: /kubepods and node 2's node2CgroupRoot under every hierarchy),
-// deepest first. Best effort: a cgroup with a process left in it stays,
-// and is reused by the next run.
-func removeCgroups() {
+// removeCgroups removes the cgroups the kubelets created under each of
+// names (cgroupfs driver: node 1's /kubepods, node 2's node2CgroupRoot)
+// in every hierarchy, deepest first. Best effort: a cgroup with a process
+// left in it stays, and is reused by the next run.
+func removeCgroups(names ...string) {
 	var roots []string
 	for _, h := range cgroupHierarchies() {
-		for _, d := range []string{"kubepods", node2CgroupRoot} {
+		for _, d := range names {
 			if d := filepath.Join(h, d); exists(d) {
 				roots = append(roots, d)
 			}

@@ -53,6 +53,9 @@ const (
 
 var node2NetNSPath = "/run/netns/" + node2NetNS
 
+// nsfsMagic is the file system type of a namespace file (NSFS_MAGIC).
+const nsfsMagic = 0x6e736673
+
 // setupNodeNetwork makes the network namespace and the veth pair. Node 1
 // needs its end from the start: its kubelet's --node-ip is on it.
 func setupNodeNetwork() error {
@@ -227,7 +230,7 @@ func (n *secondNode) stop() error {
 	if left := killNode2Procs(10 * time.Second); len(left) > 0 {
 		errs = append(errs, fmt.Errorf("node 2's processes still running: %v", left))
 	}
-	removeCgroups()
+	removeCgroups(node2CgroupRoot) // node 1's kubelet is still running: its own stay
 	if n.kubelet != nil {
 		if _, err := n.c.kubectl("delete", "node", node2Name, "--ignore-not-found"); err != nil {
 			errs = append(errs, err)
@@ -246,10 +249,13 @@ func (n *secondNode) stop() error {
 // was killed before its teardown.
 func node2PIDs() []int {
 	var pids []int
-	var nsIno uint64
+	// The namespace's identity is its nsfs device and inode; a stale plain
+	// file left at the path (not a mounted namespace) names none.
+	var nsDev, nsIno uint64
 	var st syscall.Stat_t
-	if syscall.Stat(node2NetNSPath, &st) == nil {
-		nsIno = st.Ino
+	var fs syscall.Statfs_t
+	if syscall.Statfs(node2NetNSPath, &fs) == nil && fs.Type == nsfsMagic && syscall.Stat(node2NetNSPath, &st) == nil {
+		nsDev, nsIno = st.Dev, st.Ino
 	}
 	self := os.Getpid()
 	if nsIno != 0 {
@@ -259,7 +265,7 @@ func node2PIDs() []int {
 			if err != nil || pid == self {
 				continue
 			}
-			if syscall.Stat(filepath.Join("/proc", e.Name(), "ns", "net"), &st) == nil && st.Ino == nsIno {
+			if syscall.Stat(filepath.Join("/proc", e.Name(), "ns", "net"), &st) == nil && st.Dev == nsDev && st.Ino == nsIno {
 				pids = append(pids, pid)
 			}
 		}

@@ -579,8 +579,12 @@ func scrapeAt(t *testing.T, base string) metrics {
 }
 
 // fetchMetrics is one scrape of the metrics listener at base.
+// scrapeClient bounds one scrape: a hung lifeboat must not hold a poll
+// past its budget.
+var scrapeClient = &http.Client{Timeout: 5 * time.Second}
+
 func fetchMetrics(base string) (metrics, error) {
-	resp, err := http.Get(base + "/metrics")
+	resp, err := scrapeClient.Get(base + "/metrics")
 	if err != nil {
 		return nil, err
 	}

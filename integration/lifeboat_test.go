@@ -33,8 +33,19 @@ func TestMain(m *testing.M) {
 	binary = filepath.Join(dir, "lifeboat")
 	if b := os.Getenv("LIFEBOAT_BINARY"); b != "" {
 		// A lifeboat built elsewhere (a release, an older commit): how
-		// make bench compares before and after with one harness.
-		binary = b
+		// make bench compares before and after with one harness. A
+		// relative path is taken from the repository root, where make
+		// runs.
+		if !filepath.IsAbs(b) {
+			b = filepath.Join("..", b)
+		}
+		if binary, err = filepath.Abs(b); err == nil {
+			_, err = os.Stat(binary)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "LIFEBOAT_BINARY:", err)
+			os.Exit(1)
+		}
 	} else {
 		build := mainModuleGo("build", "-o", binary, "./cmd/lifeboat")
 		build.Stdout, build.Stderr = os.Stdout, os.Stderr

@@ -170,7 +170,7 @@ func isPort(s string) bool {
 // '.', '_', '__' or dashes, joined by '/', at most 255 bytes in all. Written
 // out by hand: it runs on every request, and the regular expressions of
 // github.com/distribution/reference were a tenth of a cached answer's CPU.
-// FuzzNameGrammar holds it to reference.WithName.
+// FuzzNameGrammar holds it to reference's regular expressions.
 func validateName(name string) error {
 	if !validRepositoryPath(name) {
 		return fmt.Errorf("%w %q", errNameInvalid, name)

@@ -74,7 +74,9 @@ type Options struct {
 	// registry behind a tunnel or a unix socket). It is called with
 	// Timeouts.Dial as the context's deadline; every other timeout (TLS,
 	// response headers, the revalidation and request budgets, the body
-	// stall limit) applies as over TCP. Nil: net.Dialer.
+	// stall limit) applies as over TCP. An HTTP(S)_PROXY from the
+	// environment still applies: the dialer then reaches the proxy. Not
+	// exposed as a setting. Nil: net.Dialer.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
