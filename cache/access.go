@@ -8,7 +8,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Touch records an access to d in memory. FlushAccess writes the batch.
+// Touch records an access to d in memory. Flush writes the batch.
 func (s *Store) Touch(d digest.Digest) {
 	now := s.now()
 	s.mu.Lock()
@@ -16,16 +16,18 @@ func (s *Store) Touch(d digest.Digest) {
 	s.mu.Unlock()
 }
 
-// FlushAccess writes the access times recorded since the last flush in one
-// bbolt transaction.
-func (s *Store) FlushAccess() error {
+// Flush writes what the store keeps in memory to be written in batches —
+// the access times recorded since the last flush (Touch) and the tag
+// confirmations (ConfirmTag) — in one bbolt transaction.
+func (s *Store) Flush() error {
 	s.mu.Lock()
 	empty := len(s.access) == 0
 	s.mu.Unlock()
-	if empty {
+	if empty && !s.tags.hasPending() {
 		return nil
 	}
 	var batch map[digest.Digest]time.Time
+	var confirmations map[string]Tag
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		// Taken from memory inside the write transaction: an eviction
 		// (also a write transaction) sees each time either in memory or in
@@ -43,10 +45,12 @@ func (s *Store) FlushAccess() error {
 				return err
 			}
 		}
-		return nil
+		var err error
+		confirmations, err = s.flushConfirmations(tx)
+		return err
 	})
 	if err != nil {
-		// Put the batch back (keeping any newer times) so it is not lost.
+		// Put the batches back (keeping any newer times) so they are not lost.
 		s.mu.Lock()
 		for d, t := range batch {
 			if cur, ok := s.access[d]; !ok || cur.Before(t) {
@@ -54,6 +58,7 @@ func (s *Store) FlushAccess() error {
 			}
 		}
 		s.mu.Unlock()
+		s.tags.putBack(confirmations)
 	}
 	return err
 }

@@ -43,6 +43,7 @@
 // removes one fetched TagListMaxAge before its keep cutoff, and under the
 // limits' pressure any not fetched since the cutoff, with the orphans.
 //
-// Last-access times are kept in memory by Touch and written in batches by
-// FlushAccess (and on Close), never one bbolt write per request.
+// Last-access times (Touch) and the confirmations of tags that upstream said
+// had not moved (ConfirmTag) are kept in memory and written in batches by
+// Flush (and on Close), never one bbolt write per request.
 package cache

@@ -112,6 +112,12 @@ func (s *Store) readGraph(tx *bolt.Tx) (*graph, error) {
 		}
 	}
 	s.mu.Unlock()
+	for k, c := range s.tags.pendingConfirmations() {
+		if t, ok := g.tagRows[k]; ok && t.Digest == c.Digest && c.Confirmed.After(t.Confirmed) {
+			t.Confirmed = c.Confirmed
+			g.tagRows[k] = t
+		}
+	}
 	for m, refs := range g.refs {
 		if _, stored := g.size[m]; !stored {
 			delete(g.refs, m)

@@ -358,7 +358,7 @@ func (c ctxReader) Read(p []byte) (int, error) {
 
 // Close flushes access times and closes the index.
 func (s *Store) Close() error {
-	ferr := s.FlushAccess()
+	ferr := s.Flush()
 	return errors.Join(ferr, s.db.Close())
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -44,6 +45,58 @@ func (s *Store) PutTag(key TagKey, t Tag) error {
 	return err
 }
 
+// ConfirmTag records that upstream confirmed, at at, that key still resolves
+// to d: what a revalidation that found the tag unchanged learned. GetTag
+// answers the new time at once; the index gets it with the next Flush, in
+// one transaction with the other confirmations and access times since,
+// never one bbolt write (and fsync) per revalidation. So a crash loses at
+// most the confirmations since the last Flush: the tag then looks
+// confirmed when it was before them, which at worst costs a revalidation
+// or a stale answer refused a little early. A tag the memo does not hold
+// is written at once. Nothing is recorded when the row no longer says d
+// (the tag moved or was removed meanwhile), nor when at is not later than
+// the time it has.
+func (s *Store) ConfirmTag(key TagKey, d digest.Digest, at time.Time) error {
+	k := key.String()
+	if s.tags.confirm(k, d, at) {
+		return nil
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		var t Tag
+		raw := bucket(tx, bucketTags).Get([]byte(k))
+		if raw == nil || json.Unmarshal(raw, &t) != nil || t.Digest != d || !at.After(t.Confirmed) {
+			return nil
+		}
+		t.Confirmed = at
+		if err := putJSON(tx, bucketTags, k, t); err != nil {
+			return err
+		}
+		s.tags.set(k, t)
+		return nil
+	})
+}
+
+// flushConfirmations writes, in tx, the confirmations ConfirmTag kept in
+// memory, each only over a row that still says its digest with an older
+// time (a tag moved, refetched or removed since keeps what it has). It
+// returns them, to be put back if tx does not commit.
+func (s *Store) flushConfirmations(tx *bolt.Tx) (map[string]Tag, error) {
+	batch := s.tags.takePending()
+	b := bucket(tx, bucketTags)
+	for k, c := range batch {
+		var t Tag
+		raw := b.Get([]byte(k))
+		if raw == nil || json.Unmarshal(raw, &t) != nil || t.Digest != c.Digest || !c.Confirmed.After(t.Confirmed) {
+			continue
+		}
+		t.Confirmed = c.Confirmed
+		if err := putJSON(tx, bucketTags, k, t); err != nil {
+			return batch, err
+		}
+	}
+	return batch, nil
+}
+
 // GetTag returns the cached resolution of a tag, or ErrNotFound. A tag read
 // once is answered from memory afterwards (every cached tag request reads
 // one: a read transaction and a JSON decoding were a third of its cost).
@@ -61,17 +114,20 @@ func (s *Store) GetTag(key TagKey) (Tag, error) {
 	return t, nil
 }
 
-// tagMemo holds tag rows as the index has them, for GetTag. Every change
-// of a tag row changes the memo inside the transaction that makes it (so in
+// tagMemo holds tag rows as the index has them, for GetTag, and the
+// confirmations not yet written (pending: ConfirmTag). Every change of a
+// tag row changes the memo inside the transaction that makes it (so in
 // commit order) and bumps its generation; a row read from the index is
 // remembered only if nothing changed since the read began, so a read
 // racing a write never puts back what the write replaced. At most
 // maxMemoTags rows are kept; past that, an arbitrary one is dropped (it is
-// read from the index again when asked for). The zero value is empty.
+// read from the index again when asked for, with the time of its last
+// flushed confirmation). The zero value is empty.
 type tagMemo struct {
-	mu  sync.RWMutex
-	m   map[string]Tag
-	gen uint64
+	mu      sync.RWMutex
+	m       map[string]Tag
+	gen     uint64
+	pending map[string]Tag // at most maxMemoTags
 }
 
 const maxMemoTags = 1 << 14
@@ -104,6 +160,70 @@ func (tm *tagMemo) fill(k string, t Tag, gen uint64) {
 	if tm.gen == gen {
 		tm.keep(k, t)
 	}
+}
+
+// confirm moves the confirmation time of the row it holds for k to at,
+// keeping it pending for the next flush, if that row says d. It reports
+// false when it holds no row for k, or the pending confirmations are at
+// their bound: the caller writes the row itself.
+func (tm *tagMemo) confirm(k string, d digest.Digest, at time.Time) bool {
+	tm.mu.Lock()
+	defer tm.mu.Unlock()
+	t, ok := tm.m[k]
+	if !ok {
+		return false
+	}
+	if t.Digest != d || !at.After(t.Confirmed) {
+		return true // moved, or confirmed later already: nothing to record
+	}
+	if _, queued := tm.pending[k]; !queued && len(tm.pending) >= maxMemoTags {
+		return false
+	}
+	if tm.pending == nil {
+		tm.pending = make(map[string]Tag)
+	}
+	t.Confirmed = at
+	tm.gen++ // a read of the index begun before must not put back the older time
+	tm.m[k] = t
+	tm.pending[k] = t
+	return true
+}
+
+// takePending returns the pending confirmations and forgets them.
+func (tm *tagMemo) takePending() map[string]Tag {
+	tm.mu.Lock()
+	defer tm.mu.Unlock()
+	p := tm.pending
+	tm.pending = nil
+	return p
+}
+
+// putBack returns confirmations a failed flush took, keeping any newer.
+func (tm *tagMemo) putBack(batch map[string]Tag) {
+	tm.mu.Lock()
+	defer tm.mu.Unlock()
+	for k, t := range batch {
+		if cur, ok := tm.pending[k]; ok && !t.Confirmed.After(cur.Confirmed) {
+			continue
+		}
+		if tm.pending == nil {
+			tm.pending = make(map[string]Tag)
+		}
+		tm.pending[k] = t
+	}
+}
+
+func (tm *tagMemo) hasPending() bool {
+	tm.mu.RLock()
+	defer tm.mu.RUnlock()
+	return len(tm.pending) > 0
+}
+
+// pendingConfirmations copies the pending confirmations.
+func (tm *tagMemo) pendingConfirmations() map[string]Tag {
+	tm.mu.RLock()
+	defer tm.mu.RUnlock()
+	return maps.Clone(tm.pending)
 }
 
 // forget drops a row being deleted (or whose write failed).

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -172,4 +173,155 @@ func TestTagMemoAgreesWithTheIndex(t *testing.T) {
 	got, err = s.GetTag(key)
 	require.NoError(t, err)
 	assert.Equal(t, tag(49), got)
+}
+
+// indexedTag is the tag's row as the index has it (not the memo).
+func indexedTag(t *testing.T, s *Store, key TagKey) (Tag, bool) {
+	t.Helper()
+	var tag Tag
+	found := false
+	require.NoError(t, s.db.View(func(tx *bolt.Tx) error {
+		if raw := bucket(tx, bucketTags).Get([]byte(key.String())); raw != nil {
+			found = true
+			return json.Unmarshal(raw, &tag)
+		}
+		return nil
+	}))
+	return tag, found
+}
+
+// TestConfirmTagIsWrittenWithTheNextFlush: a confirmation is answered by
+// GetTag at once and reaches the index with the next Flush (or Close), not
+// one write per revalidation; a crash before loses it, and only it.
+func TestConfirmTagIsWrittenWithTheNextFlush(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	require.NoError(t, err)
+	key := TagKey{Registry: "r", Repo: "app", Tag: "v1"}
+	d := digest.FromString("v1")
+	t0 := time.Unix(1000, 0).UTC()
+	require.NoError(t, s.PutTag(key, Tag{Digest: d, MediaType: "m", Confirmed: t0}))
+
+	for i := 1; i <= 100; i++ {
+		require.NoError(t, s.ConfirmTag(key, d, t0.Add(time.Duration(i)*time.Second)))
+	}
+	t100 := t0.Add(100 * time.Second)
+	got, err := s.GetTag(key)
+	require.NoError(t, err)
+	assert.Equal(t, Tag{Digest: d, MediaType: "m", Confirmed: t100}, got, "GetTag answers the latest confirmation")
+	row, _ := indexedTag(t, s, key)
+	assert.Equal(t, t0, row.Confirmed, "no index write per confirmation")
+
+	require.NoError(t, s.Flush())
+	row, _ = indexedTag(t, s, key)
+	assert.Equal(t, Tag{Digest: d, MediaType: "m", Confirmed: t100}, row, "written by the flush")
+
+	require.NoError(t, s.ConfirmTag(key, d, t0.Add(time.Hour)))
+	require.NoError(t, s.ConfirmTag(key, d, t0.Add(time.Minute)), "an older confirmation")
+	got, err = s.GetTag(key)
+	require.NoError(t, err)
+	assert.Equal(t, t0.Add(time.Hour), got.Confirmed, "an older confirmation does not move the time back")
+	// A crash: the index is closed without the flush.
+	require.NoError(t, s.db.Close())
+	s, err = Open(dir, Options{})
+	require.NoError(t, err)
+	got, err = s.GetTag(key)
+	require.NoError(t, err)
+	assert.Equal(t, t100, got.Confirmed, "a crash loses the confirmations since the last flush")
+
+	require.NoError(t, s.ConfirmTag(key, d, t0.Add(2*time.Hour)))
+	require.NoError(t, s.Close())
+	s, err = Open(dir, Options{})
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	got, err = s.GetTag(key)
+	require.NoError(t, err)
+	assert.Equal(t, t0.Add(2*time.Hour), got.Confirmed, "Close flushes")
+}
+
+// TestConfirmTagNeverUndoesAMoveOrARemoval: a confirmation pending when the
+// tag moves, is fetched again or is removed does not overwrite the newer
+// row, nor bring a removed one back; a confirmation of a digest the tag no
+// longer has is not recorded.
+func TestConfirmTagNeverUndoesAMoveOrARemoval(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, t.TempDir())
+	t0 := time.Unix(1000, 0).UTC()
+	moved := TagKey{Registry: "r", Repo: "app", Tag: "moved"}
+	removed := TagKey{Registry: "r", Repo: "app", Tag: "removed"}
+	d1, d2 := digest.FromString("1"), digest.FromString("2")
+	require.NoError(t, s.PutTag(moved, Tag{Digest: d1, Confirmed: t0}))
+	require.NoError(t, s.PutTag(removed, Tag{Digest: d1, Confirmed: t0}))
+
+	require.NoError(t, s.ConfirmTag(moved, d1, t0.Add(time.Hour)))
+	require.NoError(t, s.ConfirmTag(removed, d1, t0.Add(time.Hour)))
+	// Then the tag moves (with an earlier time: a peer's answer), and the
+	// other is removed as eviction removes tags.
+	require.NoError(t, s.PutTag(moved, Tag{Digest: d2, Confirmed: t0.Add(time.Minute)}))
+	require.NoError(t, s.db.Update(func(tx *bolt.Tx) error {
+		s.tags.forget(removed.String())
+		return bucket(tx, bucketTags).Delete([]byte(removed.String()))
+	}))
+	require.NoError(t, s.ConfirmTag(moved, d1, t0.Add(2*time.Hour)), "upstream said d1 before the move was recorded")
+	require.NoError(t, s.Flush())
+
+	row, _ := indexedTag(t, s, moved)
+	assert.Equal(t, Tag{Digest: d2, Confirmed: t0.Add(time.Minute)}, row, "the move stands")
+	got, err := s.GetTag(moved)
+	require.NoError(t, err)
+	assert.Equal(t, Tag{Digest: d2, Confirmed: t0.Add(time.Minute)}, got)
+	_, found := indexedTag(t, s, removed)
+	assert.False(t, found, "a removed tag is not brought back")
+	_, err = s.GetTag(removed)
+	assert.ErrorIs(t, err, ErrNotFound)
+}
+
+// TestConfirmTagWithoutTheMemoWritesAtOnce: a tag the memo dropped, or one
+// past the bound on pending confirmations, is written at once (so memory
+// stays bounded and nothing is lost).
+func TestConfirmTagWithoutTheMemoWritesAtOnce(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, t.TempDir())
+	t0 := time.Unix(1000, 0).UTC()
+	key := TagKey{Registry: "r", Repo: "app", Tag: "v1"}
+	d := digest.FromString("v1")
+	require.NoError(t, s.PutTag(key, Tag{Digest: d, Confirmed: t0}))
+	s.tags.mu.Lock()
+	delete(s.tags.m, key.String()) // as the memo drops a row past its bound
+	s.tags.mu.Unlock()
+	require.NoError(t, s.ConfirmTag(key, d, t0.Add(time.Hour)))
+	row, _ := indexedTag(t, s, key)
+	assert.Equal(t, t0.Add(time.Hour), row.Confirmed, "written at once")
+	require.NoError(t, s.ConfirmTag(key, digest.FromString("other"), t0.Add(2*time.Hour)))
+	row, _ = indexedTag(t, s, key)
+	assert.Equal(t, Tag{Digest: d, Confirmed: t0.Add(time.Hour)}, row, "a digest the row does not say is not recorded")
+
+	for i := range maxMemoTags {
+		k := TagKey{Registry: "r", Repo: "many", Tag: fmt.Sprint(i)}.String()
+		s.tags.set(k, Tag{Digest: d, Confirmed: t0})
+		require.True(t, s.tags.confirm(k, d, t0.Add(time.Second)))
+	}
+	k := TagKey{Registry: "r", Repo: "many", Tag: "one more"}
+	require.NoError(t, s.PutTag(k, Tag{Digest: d, Confirmed: t0}))
+	require.NoError(t, s.ConfirmTag(k, d, t0.Add(time.Hour)))
+	assert.Len(t, s.tags.pendingConfirmations(), maxMemoTags, "pending confirmations are bounded")
+	row, _ = indexedTag(t, s, k)
+	assert.Equal(t, t0.Add(time.Hour), row.Confirmed, "past the bound, written at once")
+}
+
+// TestImagesShowPendingConfirmations: lifeboat ls shows a confirmation not
+// yet flushed.
+func TestImagesShowPendingConfirmations(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, t.TempDir())
+	m, _ := putImage(t, s, "v1", "layer")
+	at := time.Unix(5000, 0).UTC()
+	_, err := s.GetTag(TagKey{Registry: "r", Repo: "app", Tag: "v1"})
+	require.NoError(t, err)
+	require.NoError(t, s.ConfirmTag(TagKey{Registry: "r", Repo: "app", Tag: "v1"}, m, at))
+	imgs, err := s.Images()
+	require.NoError(t, err)
+	require.Len(t, imgs, 1)
+	assert.Equal(t, at, imgs[0].Confirmed.UTC())
 }

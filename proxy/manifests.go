@@ -158,11 +158,12 @@ func (p *Proxy) manifestByTag(ctx context.Context, m *mirror, repo, tag string) 
 		}
 		return d, err
 	}, func(_ context.Context, d string) {
-		// Confirmed once per HEAD, not once per request sharing it (each
-		// index write is an fsync), and after they were answered. A
-		// failed write only means the next request revalidates again.
+		// Confirmed once per HEAD, not once per request sharing it, and
+		// after they were answered; in memory, written with the next
+		// batch (cache.Store.ConfirmTag). A failed write only means the
+		// next request revalidates again.
 		if digest.Digest(d) == cached.Digest {
-			if err := p.store.PutTag(key, cache.Tag{Digest: cached.Digest, MediaType: cm.MediaType, Confirmed: p.now()}); err != nil {
+			if err := p.store.ConfirmTag(key, cached.Digest, p.now()); err != nil {
 				p.log.Error("recording a tag's confirmation", "registry", m.name, "repository", repo, "reference", tag, "error", err)
 			}
 		}

@@ -283,9 +283,9 @@ func (p *Proxy) refreshPrivate(m *mirror, repo, ref, current string) {
 	}
 	key := cache.TagKey{Registry: m.name, Repo: repo, Tag: ref}
 	if t, err := p.store.GetTag(key); err == nil && current != "" && digest.Digest(current) == t.Digest {
-		if cm, err := p.manifest(t.Digest); err == nil {
+		if _, err := p.manifest(t.Digest); err == nil {
 			// Confirmed by the HEAD just made: no GET.
-			_ = p.store.PutTag(key, cache.Tag{Digest: t.Digest, MediaType: cm.MediaType, Confirmed: p.now()})
+			_ = p.store.ConfirmTag(key, t.Digest, p.now())
 			return
 		}
 	}

@@ -24,8 +24,9 @@ const (
 	// shutdownGrace lets blob streams in progress finish on SIGTERM
 	// (Kubernetes' default grace period is 30s).
 	shutdownGrace = 25 * time.Second
-	// accessFlushInterval is how often batched access times reach bbolt.
-	accessFlushInterval = 30 * time.Second
+	// flushInterval is how often batched access times and tag
+	// confirmations reach bbolt (cache.Store.Flush).
+	flushInterval = 30 * time.Second
 )
 
 func serve(ctx context.Context, args []string, stderr io.Writer) error {
@@ -141,15 +142,15 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 		return stopEarly(err)
 	}
 	g.Go(func() error {
-		t := time.NewTicker(accessFlushInterval)
+		t := time.NewTicker(flushInterval)
 		defer t.Stop()
 		for {
 			select {
 			case <-gctx.Done():
 				return nil
 			case <-t.C:
-				if err := store.FlushAccess(); err != nil {
-					log.Error("flushing access times", "error", err)
+				if err := store.Flush(); err != nil {
+					log.Error("flushing access times and tag confirmations", "error", err)
 				}
 			}
 		}
