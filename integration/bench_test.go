@@ -198,6 +198,16 @@ func mibps(bytes int64, d time.Duration) float64 { return float64(bytes) / (1 <<
 
 // rate runs clients concurrent request loops for d and returns req/s, p50, p99.
 func rate(b testing.TB, clients int, d time.Duration, method, u string) (float64, time.Duration, time.Duration) {
+	lat := requestLoops(b, clients, d, method, u)
+	if len(lat) == 0 {
+		return 0, 0, 0
+	}
+	return float64(len(lat)) / d.Seconds(), percentile(lat, 50), percentile(lat, 99)
+}
+
+// requestLoops runs clients concurrent request loops for d and returns
+// every request's latency.
+func requestLoops(b testing.TB, clients int, d time.Duration, method, u string) []time.Duration {
 	var mu sync.Mutex
 	var lat []time.Duration
 	stop := time.Now().Add(d)
@@ -223,11 +233,7 @@ func rate(b testing.TB, clients int, d time.Duration, method, u string) (float64
 		})
 	}
 	wg.Wait()
-	slices.Sort(lat)
-	if len(lat) == 0 {
-		return 0, 0, 0
-	}
-	return float64(len(lat)) / d.Seconds(), lat[len(lat)/2], lat[len(lat)*99/100]
+	return lat
 }
 
 func runWholeProcess(b *testing.B, blobSize int64) {
@@ -367,7 +373,7 @@ func runWholeProcess(b *testing.B, blobSize int64) {
 	}
 
 	// 5. Tag revalidation latency against an upstream 20 ms away.
-	for _, r := range revalidationRows(b, up.url, tagPath, 3*time.Second) {
+	for _, r := range revalidationRows(b, up.url, tagPath, 5, time.Second) {
 		row("tag HEAD revalidated, upstream +20 ms, %s", r)
 	}
 
