@@ -311,8 +311,10 @@ func TestReloadCRIO(t *testing.T) {
 	_, err := ReloadCRIO(proc)
 	require.ErrorIs(t, err, ErrNoCRIO)
 
-	// A process that SIGHUP ends, listed as crio in a /proc of our own.
-	sleep := exec.Command("sleep", "60")
+	// A process that SIGHUP ends, listed as crio in a /proc of our own
+	// (with SIGHUP's default action even if the tests were started with
+	// it ignored, as under nohup: an ignored signal is inherited).
+	sleep := exec.Command("env", "--default-signal=HUP", "sleep", "60")
 	require.NoError(t, sleep.Start())
 	t.Cleanup(func() { _ = sleep.Process.Kill() })
 	pid := sleep.Process.Pid
