@@ -31,7 +31,8 @@ func (s *Store) Flush() error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		// Taken from memory inside the write transaction: an eviction
 		// (also a write transaction) sees each time either in memory or in
-		// the index, never in neither.
+		// the index, never in neither — unless this transaction fails:
+		// its batch is put back just after it ends.
 		s.mu.Lock()
 		batch = s.access
 		s.access = make(map[digest.Digest]time.Time, len(batch))

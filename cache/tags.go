@@ -93,6 +93,7 @@ func (s *Store) flushConfirmations(tx *bolt.Tx) (map[string]Tag, error) {
 		if err := putJSON(tx, bucketTags, k, t); err != nil {
 			return batch, err
 		}
+		s.tags.flushed(k, t)
 	}
 	return batch, nil
 }
@@ -110,24 +111,27 @@ func (s *Store) GetTag(key TagKey) (Tag, error) {
 	if err := s.getJSON(bucketTags, k, &t); err != nil {
 		return t, err
 	}
-	s.tags.fill(k, t, gen)
-	return t, nil
+	return s.tags.fill(k, t, gen), nil
 }
 
-// tagMemo holds tag rows as the index has them, for GetTag, and the
-// confirmations not yet written (pending: ConfirmTag). Every change of a
-// tag row changes the memo inside the transaction that makes it (so in
-// commit order) and bumps its generation; a row read from the index is
-// remembered only if nothing changed since the read began, so a read
-// racing a write never puts back what the write replaced. At most
-// maxMemoTags rows are kept; past that, an arbitrary one is dropped (it is
-// read from the index again when asked for, with the time of its last
-// flushed confirmation). The zero value is empty.
+// tagMemo holds tag rows, for GetTag, and the confirmations not yet
+// written (pending: ConfirmTag). A row is as the index has it, with its
+// pending confirmation's later time, if any: what the index will have once
+// flushed. Every change of a tag row (a flush's included) changes the memo
+// inside the transaction that makes it (so in commit order) and bumps its
+// generation; a row read from the index is remembered only if nothing
+// changed since the read began, so a read racing a write never puts back
+// what the write replaced. At most maxMemoTags rows are kept; past that, an
+// arbitrary one is dropped (it is read from the index again when asked
+// for). At most maxMemoTags confirmations are pending; a confirmation that
+// a failed flush cannot put back under that bound is dropped (the tag then
+// looks confirmed when it was before, as after a crash). The zero value is
+// empty.
 type tagMemo struct {
 	mu      sync.RWMutex
 	m       map[string]Tag
 	gen     uint64
-	pending map[string]Tag // at most maxMemoTags
+	pending map[string]Tag
 }
 
 const maxMemoTags = 1 << 14
@@ -145,20 +149,45 @@ func (tm *tagMemo) generation() uint64 {
 	return tm.gen
 }
 
-// set records a row being written.
+// set records a row being written (with a later pending confirmation of
+// its digest, which the next flush writes over it).
 func (tm *tagMemo) set(k string, t Tag) {
 	tm.mu.Lock()
 	defer tm.mu.Unlock()
 	tm.gen++
-	tm.keep(k, t)
+	tm.keep(k, tm.withPending(k, t))
 }
 
-// fill remembers a row read at generation gen, unless a row changed since.
-func (tm *tagMemo) fill(k string, t Tag, gen uint64) {
+// fill remembers a row read at generation gen, unless a row changed since,
+// and returns it with its pending confirmation, if any.
+func (tm *tagMemo) fill(k string, t Tag, gen uint64) Tag {
 	tm.mu.Lock()
 	defer tm.mu.Unlock()
+	t = tm.withPending(k, t)
 	if tm.gen == gen {
 		tm.keep(k, t)
+	}
+	return t
+}
+
+// withPending is t, the row for k, with the later time of a pending
+// confirmation of the same digest. Under mu.
+func (tm *tagMemo) withPending(k string, t Tag) Tag {
+	if c, ok := tm.pending[k]; ok && c.Digest == t.Digest && c.Confirmed.After(t.Confirmed) {
+		t.Confirmed = c.Confirmed
+	}
+	return t
+}
+
+// flushed records that a flush wrote t, a pending confirmation, as the
+// row for k: a memo row of the same digest with an older time (one read
+// from the index before) takes its time.
+func (tm *tagMemo) flushed(k string, t Tag) {
+	tm.mu.Lock()
+	defer tm.mu.Unlock()
+	tm.gen++
+	if cur, ok := tm.m[k]; ok && cur.Digest == t.Digest && t.Confirmed.After(cur.Confirmed) {
+		tm.m[k] = t
 	}
 }
 
@@ -198,12 +227,14 @@ func (tm *tagMemo) takePending() map[string]Tag {
 	return p
 }
 
-// putBack returns confirmations a failed flush took, keeping any newer.
+// putBack returns confirmations a failed flush took, keeping any newer,
+// within the bound.
 func (tm *tagMemo) putBack(batch map[string]Tag) {
 	tm.mu.Lock()
 	defer tm.mu.Unlock()
 	for k, t := range batch {
-		if cur, ok := tm.pending[k]; ok && !t.Confirmed.After(cur.Confirmed) {
+		cur, ok := tm.pending[k]
+		if ok && !t.Confirmed.After(cur.Confirmed) || !ok && len(tm.pending) >= maxMemoTags {
 			continue
 		}
 		if tm.pending == nil {

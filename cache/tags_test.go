@@ -196,12 +196,7 @@ func indexedTag(t *testing.T, s *Store, key TagKey) (Tag, bool) {
 func TestConfirmTagIsWrittenWithTheNextFlush(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	s, err := Open(dir, Options{})
-	require.NoError(t, err)
-	key := TagKey{Registry: "r", Repo: "app", Tag: "v1"}
-	d := digest.FromString("v1")
-	t0 := time.Unix(1000, 0).UTC()
-	require.NoError(t, s.PutTag(key, Tag{Digest: d, MediaType: "m", Confirmed: t0}))
+	s, key, d, t0 := storeWithTag(t, dir)
 
 	for i := 1; i <= 100; i++ {
 		require.NoError(t, s.ConfirmTag(key, d, t0.Add(time.Duration(i)*time.Second)))
@@ -290,12 +285,22 @@ func TestConfirmTagWithoutTheMemoWritesAtOnce(t *testing.T) {
 	s.tags.mu.Lock()
 	delete(s.tags.m, key.String()) // as the memo drops a row past its bound
 	s.tags.mu.Unlock()
+	dropFromMemo := func() {
+		s.tags.mu.Lock()
+		delete(s.tags.m, key.String())
+		s.tags.mu.Unlock()
+	}
 	require.NoError(t, s.ConfirmTag(key, d, t0.Add(time.Hour)))
 	row, _ := indexedTag(t, s, key)
 	assert.Equal(t, t0.Add(time.Hour), row.Confirmed, "written at once")
+	dropFromMemo()
 	require.NoError(t, s.ConfirmTag(key, digest.FromString("other"), t0.Add(2*time.Hour)))
 	row, _ = indexedTag(t, s, key)
 	assert.Equal(t, Tag{Digest: d, Confirmed: t0.Add(time.Hour)}, row, "a digest the row does not say is not recorded")
+	dropFromMemo()
+	require.NoError(t, s.ConfirmTag(key, d, t0.Add(time.Minute)))
+	row, _ = indexedTag(t, s, key)
+	assert.Equal(t, Tag{Digest: d, Confirmed: t0.Add(time.Hour)}, row, "an older confirmation is not recorded")
 
 	for i := range maxMemoTags {
 		k := TagKey{Registry: "r", Repo: "many", Tag: fmt.Sprint(i)}.String()
@@ -324,4 +329,108 @@ func TestImagesShowPendingConfirmations(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, imgs, 1)
 	assert.Equal(t, at, imgs[0].Confirmed.UTC())
+}
+
+// TestConfirmationsAndTheMemoAgree: the memo never answers an older time
+// than the index has or will have once flushed — not after a read of the
+// index that began before a confirmation, nor for a row it dropped and
+// read again, nor when a row of the same digest is written with an older
+// time — and the flush never writes over a newer row.
+func TestConfirmationsAndTheMemoAgree(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, t.TempDir())
+	t0 := time.Unix(1000, 0).UTC()
+	d := digest.FromString("v1")
+	key := func(tag string) TagKey { return TagKey{Registry: "r", Repo: "app", Tag: tag} }
+	getTag := func(k TagKey) Tag {
+		t.Helper()
+		got, err := s.GetTag(k)
+		require.NoError(t, err)
+		return got
+	}
+
+	// A read of the index begun before a confirmation does not put the
+	// older time back.
+	racing := key("racing").String()
+	require.NoError(t, s.PutTag(key("racing"), Tag{Digest: d, Confirmed: t0}))
+	gen := s.tags.generation()
+	require.True(t, s.tags.confirm(racing, d, t0.Add(time.Hour)))
+	s.tags.fill(racing, Tag{Digest: d, Confirmed: t0}, gen)
+	assert.Equal(t, t0.Add(time.Hour), getTag(key("racing")).Confirmed)
+
+	// Nor does one begun before a flush wrote the confirmation.
+	flushing := key("flushing")
+	require.NoError(t, s.PutTag(flushing, Tag{Digest: d, Confirmed: t0}))
+	require.NoError(t, s.ConfirmTag(flushing, d, t0.Add(time.Hour)))
+	gen = s.tags.generation()
+	require.NoError(t, s.Flush())
+	s.tags.mu.Lock()
+	delete(s.tags.m, flushing.String())
+	s.tags.mu.Unlock()
+	s.tags.fill(flushing.String(), Tag{Digest: d, Confirmed: t0}, gen)
+	assert.Equal(t, t0.Add(time.Hour), getTag(flushing).Confirmed)
+
+	// A row the memo dropped while its confirmation is pending is read
+	// again with it, before the flush and after.
+	dropped := key("dropped")
+	require.NoError(t, s.PutTag(dropped, Tag{Digest: d, Confirmed: t0}))
+	require.NoError(t, s.ConfirmTag(dropped, d, t0.Add(time.Hour)))
+	s.tags.mu.Lock()
+	delete(s.tags.m, dropped.String())
+	s.tags.mu.Unlock()
+	assert.Equal(t, t0.Add(time.Hour), getTag(dropped).Confirmed, "before the flush")
+	s.tags.mu.Lock()
+	delete(s.tags.m, dropped.String())
+	s.tags.mu.Unlock()
+	_ = getTag(dropped)
+	require.NoError(t, s.Flush())
+	assert.Equal(t, t0.Add(time.Hour), getTag(dropped).Confirmed, "after the flush")
+
+	// The same digest written with an older time (a peer's answer) while
+	// a confirmation is pending: the flush writes the confirmation, and
+	// the memo says so from the start.
+	older := key("older")
+	require.NoError(t, s.PutTag(older, Tag{Digest: d, Confirmed: t0}))
+	require.NoError(t, s.ConfirmTag(older, d, t0.Add(2*time.Hour)))
+	require.NoError(t, s.PutTag(older, Tag{Digest: d, Confirmed: t0.Add(time.Hour)}))
+	assert.Equal(t, t0.Add(2*time.Hour), getTag(older).Confirmed)
+	require.NoError(t, s.Flush())
+	row, _ := indexedTag(t, s, older)
+	assert.Equal(t, t0.Add(2*time.Hour), row.Confirmed)
+	assert.Equal(t, t0.Add(2*time.Hour), getTag(older).Confirmed)
+
+	// The same digest written with a newer time while a confirmation is
+	// pending: the flush leaves the newer row.
+	newer := key("newer")
+	require.NoError(t, s.PutTag(newer, Tag{Digest: d, Confirmed: t0}))
+	require.NoError(t, s.ConfirmTag(newer, d, t0.Add(time.Hour)))
+	require.NoError(t, s.PutTag(newer, Tag{Digest: d, Confirmed: t0.Add(2 * time.Hour)}))
+	require.NoError(t, s.Flush())
+	row, _ = indexedTag(t, s, newer)
+	assert.Equal(t, t0.Add(2*time.Hour), row.Confirmed, "the newer row stands")
+	assert.Equal(t, t0.Add(2*time.Hour), getTag(newer).Confirmed)
+}
+
+// TestAFailedFlushKeepsItsConfirmations: a flush whose transaction fails
+// puts its confirmations back for the next one.
+func TestAFailedFlushKeepsItsConfirmations(t *testing.T) {
+	t.Parallel()
+	s, key, d, t0 := storeWithTag(t, t.TempDir())
+	require.NoError(t, s.ConfirmTag(key, d, t0.Add(time.Hour)))
+	require.NoError(t, s.db.Close())
+	require.Error(t, s.Flush(), "the index is closed")
+	assert.Equal(t, map[string]Tag{key.String(): {Digest: d, MediaType: "m", Confirmed: t0.Add(time.Hour)}}, s.tags.pendingConfirmations(), "put back")
+}
+
+// storeWithTag opens a store in dir (not closed at the end: the tests
+// close it themselves) holding r/app:v1, confirmed at t0.
+func storeWithTag(t *testing.T, dir string) (s *Store, key TagKey, d digest.Digest, t0 time.Time) {
+	t.Helper()
+	s, err := Open(dir, Options{})
+	require.NoError(t, err)
+	key = TagKey{Registry: "r", Repo: "app", Tag: "v1"}
+	d = digest.FromString("v1")
+	t0 = time.Unix(1000, 0).UTC()
+	require.NoError(t, s.PutTag(key, Tag{Digest: d, MediaType: "m", Confirmed: t0}))
+	return s, key, d, t0
 }
