@@ -356,7 +356,7 @@ func (c ctxReader) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
-// Close flushes access times and closes the index.
+// Close flushes access times and tag confirmations, and closes the index.
 func (s *Store) Close() error {
 	ferr := s.Flush()
 	return errors.Join(ferr, s.db.Close())
