@@ -205,6 +205,21 @@ func rate(b testing.TB, clients int, d time.Duration, method, u string) (float64
 	return float64(len(lat)) / d.Seconds(), percentile(lat, 50), percentile(lat, 99)
 }
 
+// timedRequest sends one request for a manifest and returns how long the
+// whole answer took.
+func timedRequest(method, u string) (time.Duration, error) {
+	start := time.Now()
+	req, _ := http.NewRequest(method, u, nil)
+	req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return time.Since(start), nil
+}
+
 // requestLoops runs clients concurrent request loops for d and returns
 // every request's latency.
 func requestLoops(b testing.TB, clients int, d time.Duration, method, u string) []time.Duration {
@@ -216,16 +231,9 @@ func requestLoops(b testing.TB, clients int, d time.Duration, method, u string) 
 		wg.Go(func() {
 			var mine []time.Duration
 			for time.Now().Before(stop) {
-				start := time.Now()
-				req, _ := http.NewRequest(method, u, nil)
-				req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					continue
+				if took, err := timedRequest(method, u); err == nil {
+					mine = append(mine, took)
 				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				mine = append(mine, time.Since(start))
 			}
 			mu.Lock()
 			lat = append(lat, mine...)

@@ -3,7 +3,6 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -166,19 +165,6 @@ func loggedDurations(b testing.TB, logs string) []time.Duration {
 // latency. With alongside set, a HEAD of alongside leaves with each burst;
 // its latencies are returned apart.
 func bursts(b testing.TB, n int, d, pause time.Duration, u, alongside string) (lat, along []time.Duration) {
-	head := func(u string) (time.Duration, bool) {
-		req, _ := http.NewRequest(http.MethodHead, u, nil)
-		req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json")
-		t := time.Now()
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			b.Error(err)
-			return 0, false
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return time.Since(t), true
-	}
 	for stop := time.Now().Add(d); time.Now().Before(stop); {
 		out := make([]time.Duration, n+1) // 0: failed
 		var ready, wg sync.WaitGroup
@@ -195,9 +181,12 @@ func bursts(b testing.TB, n int, d, pause time.Duration, u, alongside string) (l
 			wg.Go(func() {
 				ready.Done()
 				<-start
-				if took, ok := head(target); ok {
-					out[i] = took
+				took, err := timedRequest(http.MethodHead, target)
+				if err != nil {
+					b.Error(err)
+					return
 				}
+				out[i] = took
 			})
 		}
 		ready.Wait()

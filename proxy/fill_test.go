@@ -35,12 +35,7 @@ func TestUpstreamDiesMidFill(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				e := newBubbleEnv(t)
 				e.reopenAt(t, e.up.URL, upstream.BreakerConfig{Failures: 100})
-				img := upstreamtest.RandomImage(t, 2<<20, 1)
-				e.up.Push(t, "app:v1", img)
-				layers, _ := img.Layers()
-				ld, _ := layers[0].Digest()
-				size, _ := layers[0].Size()
-				d := digest.Digest(ld.String())
+				d, size := e.pushLayer(t, 2<<20)
 				e.up.SetMode(tc.mode)
 
 				start := time.Now()
@@ -64,7 +59,7 @@ func TestUpstreamDiesMidFill(t *testing.T) {
 				assert.Equal(t, 1.0, testutil.ToFloat64(e.p.metrics.fills.WithLabelValues(testRegistry, "error")))
 
 				e.up.SetMode(upstreamtest.OK)
-				_, src := readBlob(t, e.p, ld)
+				_, src := readBlob(t, e.p, d)
 				assert.Equal(t, Miss, src, "the next request retries")
 			})
 		})
@@ -77,11 +72,7 @@ func TestLateJoinerReadsFromDiskThenFollows(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		e := newBubbleEnv(t)
-		img := upstreamtest.RandomImage(t, 1<<20, 1)
-		e.up.Push(t, "app:v1", img)
-		layers, _ := img.Layers()
-		ld, _ := layers[0].Digest()
-		d := digest.Digest(ld.String())
+		d, _ := e.pushLayer(t, 1<<20)
 		e.up.SetMode(upstreamtest.Slow) // ~256 KiB/s: the download takes a while
 
 		first, err := e.p.Blob(t.Context(), testRegistry, "app", d, true)
@@ -130,11 +121,7 @@ func TestCloseStopsDownloadsAndKeepsNothingPartial(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		e := newBubbleEnv(t)
-		img := upstreamtest.RandomImage(t, 1<<20, 1)
-		e.up.Push(t, "app:v1", img)
-		layers, _ := img.Layers()
-		ld, _ := layers[0].Digest()
-		d := digest.Digest(ld.String())
+		d, _ := e.pushLayer(t, 1<<20)
 		e.up.SetMode(upstreamtest.Slow)
 
 		b, err := e.p.Blob(t.Context(), testRegistry, "app", d, true)

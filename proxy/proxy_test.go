@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"sync"
 	"testing"
@@ -89,7 +90,24 @@ func (e *env) restart(t *testing.T) {
 	e.open(t)
 }
 
-func readBlob(t *testing.T, p *Proxy, d v1.Hash) ([]byte, Source) {
+// pushLayer pushes app:v1, an image of one random layer of about n bytes,
+// to the upstream and returns the layer's digest and size.
+func (e *env) pushLayer(t *testing.T, n int64) (digest.Digest, int64) {
+	t.Helper()
+	img := upstreamtest.RandomImage(t, n, 1)
+	e.up.Push(t, "app:v1", img)
+	layers, err := img.Layers()
+	require.NoError(t, err)
+	ld, err := layers[0].Digest()
+	require.NoError(t, err)
+	size, err := layers[0].Size()
+	require.NoError(t, err)
+	return digest.Digest(ld.String()), size
+}
+
+// readBlob reads blob d (a digest.Digest or a v1.Hash) through p, checking
+// the bytes against it.
+func readBlob(t *testing.T, p *Proxy, d fmt.Stringer) ([]byte, Source) {
 	t.Helper()
 	b, err := p.Blob(t.Context(), testRegistry, "app", digest.Digest(d.String()), true)
 	require.NoError(t, err)
@@ -335,11 +353,7 @@ func TestConcurrentMissesShareOneDownload(t *testing.T) {
 func TestFillOutlivesItsClient(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	img := upstreamtest.RandomImage(t, 1<<20, 1)
-	e.up.Push(t, "app:v1", img)
-	layers, _ := img.Layers()
-	ld, _ := layers[0].Digest()
-	d := digest.Digest(ld.String())
+	d, _ := e.pushLayer(t, 1<<20)
 
 	ctx, cancel := context.WithCancel(t.Context())
 	b, err := e.p.Blob(ctx, testRegistry, "app", d, true)
@@ -351,7 +365,7 @@ func TestFillOutlivesItsClient(t *testing.T) {
 
 	require.Eventually(t, func() bool { _, err := e.store.Stat(d); return err == nil }, 10*time.Second, 10*time.Millisecond,
 		"the download finishes without its client")
-	_, src := readBlob(t, e.p, ld)
+	_, src := readBlob(t, e.p, d)
 	assert.Equal(t, Hit, src)
 }
 
