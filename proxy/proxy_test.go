@@ -96,6 +96,12 @@ func (e *env) pushLayer(t *testing.T, n int64) (digest.Digest, int64) {
 	t.Helper()
 	img := upstreamtest.RandomImage(t, n, 1)
 	e.up.Push(t, "app:v1", img)
+	return firstLayer(t, img)
+}
+
+// firstLayer is the digest and size of img's first layer.
+func firstLayer(t *testing.T, img v1.Image) (digest.Digest, int64) {
+	t.Helper()
 	layers, err := img.Layers()
 	require.NoError(t, err)
 	ld, err := layers[0].Digest()

@@ -234,15 +234,6 @@ func TestManifestDeclaredSizeBoundsTheBlob(t *testing.T) {
 	up := upstreamtest.Start(t)
 	fr := startFront(t, up)
 	e := newTunedEnv(t, up, fr.URL, upstream.Timeouts{}, nil)
-	layer := func(img v1.Image) (digest.Digest, int64) {
-		layers, err := img.Layers()
-		require.NoError(t, err)
-		d, err := layers[0].Digest()
-		require.NoError(t, err)
-		size, err := layers[0].Size()
-		require.NoError(t, err)
-		return digest.Digest(d.String()), size
-	}
 	imgs := map[string]v1.Image{}
 	for _, tag := range []string{"chunked", "extra", "toolong"} {
 		imgs[tag] = upstreamtest.RandomImage(t, 64<<10, 1)
@@ -251,7 +242,7 @@ func TestManifestDeclaredSizeBoundsTheBlob(t *testing.T) {
 		require.NoError(t, err)
 	}
 
-	d, size := layer(imgs["chunked"])
+	d, size := firstLayer(t, imgs["chunked"])
 	fr.set(d, chunked)
 	b, err := e.p.Blob(t.Context(), testRegistry, "app", d, true)
 	require.NoError(t, err)
@@ -261,14 +252,14 @@ func TestManifestDeclaredSizeBoundsTheBlob(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, d, digest.FromBytes(body))
 
-	d, _ = layer(imgs["extra"])
+	d, _ = firstLayer(t, imgs["extra"])
 	fr.set(d, extra)
 	err = blobErr(t, e.p, "app", d)
 	require.ErrorIs(t, err, upstream.ErrTooLarge, "more bytes than declared")
 	_, err = e.store.Stat(d)
 	assert.ErrorIs(t, err, cache.ErrNotFound)
 
-	d, _ = layer(imgs["toolong"])
+	d, _ = firstLayer(t, imgs["toolong"])
 	fr.set(d, tooLong)
 	require.ErrorIs(t, blobErr(t, e.p, "app", d), upstream.ErrTooLarge, "announced longer than declared")
 	assert.Equal(t, 2.0, fillResults(e.p, "too_large"))
