@@ -13,6 +13,7 @@ import (
 
 	"github.com/lifeboat-dev/lifeboat/cache"
 	"github.com/lifeboat-dev/lifeboat/credentials"
+	"github.com/lifeboat-dev/lifeboat/internal/logwriter"
 	"github.com/lifeboat-dev/lifeboat/registry"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -34,7 +35,12 @@ func serve(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, stderr)
+	// Log lines leave through a writer of their own: one access line per
+	// request is a copy, not a write(2) under slog's lock (see
+	// internal/logwriter). Closed last, after the "stopped" line.
+	logw := logwriter.New(stderr, logwriter.DefaultLimit)
+	defer logw.Close()
+	log := newLogger(cfg, logw)
 	if n, err := raiseFileLimit(); err != nil {
 		log.Warn("could not raise the open-file limit", "limit", n, "error", err)
 	}
