@@ -60,8 +60,9 @@ type Options struct {
 	Keychain authn.Keychain
 	// UserAgent is sent with every request. Empty: "lifeboat".
 	UserAgent string
-	// Logger receives the circuit breaker's transitions, and a warning the
-	// first time credentials are withheld from a token realm. Nil: discard.
+	// Logger receives the circuit breaker's transitions, a warning the
+	// first time credentials are withheld from a token realm and, at debug
+	// level, an "upstream request" line per request sent. Nil: discard.
 	Logger *slog.Logger
 	// Metrics counts requests, breaker state and rate limits. Nil: none.
 	Metrics *Metrics
@@ -91,6 +92,7 @@ type Client struct {
 	breaker  *breaker
 	now      func() time.Time
 	auth     transports
+	log      *slog.Logger
 }
 
 // New builds the client for one registry.
@@ -157,6 +159,7 @@ func New(cfg Config, opts Options) (*Client, error) {
 		cfg: cfg, base: u, reg: reg, keychain: opts.Keychain, authReg: authReg,
 		rt:  newCredGuard(cfg.Name, u, reg.RegistryStr(), realms, opts.Logger, rt),
 		now: opts.Now,
+		log: opts.Logger,
 		auth: transports{
 			m: make(map[string]cachedTransport),
 		},
@@ -316,7 +319,9 @@ func (c *Client) send(ctx context.Context, repo, method, target string, header h
 	for k, v := range header {
 		req.Header[k] = v
 	}
+	start := time.Now()
 	resp, err := (&http.Client{Transport: ct.rt}).Do(req)
+	c.logRequest(ctx, req, resp, err, time.Since(start))
 	if err != nil {
 		return nil, c.classify(err)
 	}
@@ -329,4 +334,22 @@ func (c *Client) send(ctx context.Context, repo, method, target string, header h
 		return nil, statusError(c.cfg.Name, resp)
 	}
 	return resp, nil
+}
+
+// logRequest writes the debug line of one request sent upstream: how long
+// upstream took to answer (to the response headers; a body is read later),
+// token exchanges and retries within it included.
+func (c *Client) logRequest(ctx context.Context, req *http.Request, resp *http.Response, err error, took time.Duration) {
+	if c.log == nil || !c.log.Enabled(ctx, slog.LevelDebug) {
+		return
+	}
+	var buf [6]slog.Attr
+	attrs := append(buf[:0], slog.String("registry", c.cfg.Name), slog.String("method", req.Method),
+		slog.String("path", req.URL.Path), slog.Duration("duration", took))
+	if err != nil {
+		attrs = append(attrs, slog.String("error", err.Error()))
+	} else {
+		attrs = append(attrs, slog.Int("status", resp.StatusCode))
+	}
+	c.log.LogAttrs(ctx, slog.LevelDebug, "upstream request", attrs...)
 }

@@ -83,7 +83,7 @@ func settingsTable() []setting {
 			set: field(parsePrivateContent, func(c *serveConfig) *proxy.PrivateContent { return &c.PrivateContent })},
 		{key: "privateDuringOutage", def: "serve", perUpstream: perUpstreamValue, help: "under privateContent verify, while upstream is unavailable: serve the cached copy (counted, logged) or deny it",
 			set: field(parsePrivateOutage, func(c *serveConfig) *proxy.PrivateOutage { return &c.PrivateDuringOutage })},
-		{flag: "log-level", key: "logLevel", def: "info", help: "`level`: debug, info, warn or error",
+		{flag: "log-level", key: "logLevel", def: "info", help: "`level`: debug, info, warn or error (debug adds a line per request sent upstream)",
 			set: field(parseText, func(c *serveConfig) *string { return &c.LogLevel })},
 		{flag: "log-format", key: "logFormat", def: "text", help: "`format`: text or json",
 			set: field(parseText, func(c *serveConfig) *string { return &c.LogFormat })},
