@@ -123,7 +123,8 @@ func TestConfigureContainerd(t *testing.T) {
 				got, _, err := c.pull(t, registry+"/"+repos[registry]+":v1", time.Minute)
 				require.NoError(t, err, registry)
 				assert.Equal(t, digests[registry], got)
-				assert.Greater(t, manifestRequests(t, lb, registry), before, "%s was pulled through lifeboat (ns=%s)", registry, registry)
+				assert.Eventually(t, func() bool { return manifestRequests(t, lb, registry) > before }, 10*time.Second, 10*time.Millisecond,
+					"%s was pulled through lifeboat (ns=%s)", registry, registry)
 			}
 			assert.NotContains(t, logs.String(), "failed to decode", "containerd %s parsed every hosts.toml", version)
 			c.Stop()

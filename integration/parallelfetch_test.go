@@ -331,7 +331,13 @@ func TestContainerdParallelLayerFetch(t *testing.T) {
 	assert.Equal(t, 1, gate.GETs(), "upstream GETs of the layer, cold and cached")
 	assert.Equal(t, 2, up.Requests("GET blobs"), "upstream GETs of blobs, cold and cached")
 
-	access := accessLines(lb.logs.String(), blobPath)
+	// Access lines reach the pipe a little after the answers (lifeboat
+	// writes them in batches, from a goroutine of their own).
+	var access map[string]int
+	assert.Eventually(t, func() bool {
+		access = accessLines(lb.logs.String(), blobPath)
+		return access["206 miss"]+access["206 hit"] >= len(cold)+len(cached)
+	}, 10*time.Second, 10*time.Millisecond)
 	t.Logf("lifeboat's access log for the layer, by status and cache: cold %v, in all %v", coldAccess, access)
 	assert.Equal(t, len(cold)+len(cached), access["206 miss"]+access["206 hit"], "lifeboat answered every range 206: %v", access)
 	// Cold, the ranges that came while the download was held followed it
