@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/lifeboat-dev/lifeboat/internal/logtext"
 	"github.com/lifeboat-dev/lifeboat/proxy"
 	"github.com/opencontainers/go-digest"
 	"github.com/prometheus/client_golang/prometheus"
@@ -105,17 +106,17 @@ func (h *handler) record(r *http.Request, rec *recorder, o outcome, took time.Du
 	// own encoding.
 	var buf [13]slog.Attr
 	attrs := append(buf[:0],
-		slog.String("method", clip(r.Method, maxLoggedInput)), slog.String("path", clip(r.URL.Path, maxLoggedInput)),
+		slog.String("method", logtext.Clip(r.Method, maxLoggedInput)), slog.String("path", logtext.Clip(r.URL.Path, maxLoggedInput)),
 		slog.Int("status", rec.status), slog.Int64("bytes", rec.bytes), slog.Duration("duration", took),
 		slog.String("kind", string(o.kind)), slog.String("registry", o.registry))
 	if o.source != "" {
 		attrs = append(attrs, slog.String("cache", string(o.source)))
 	}
 	if o.err != nil {
-		attrs = append(attrs, slog.String("error_code", o.err.code), slog.String("error", clip(o.err.message, maxLoggedError)))
+		attrs = append(attrs, slog.String("error_code", o.err.code), slog.String("error", logtext.Clip(o.err.message, maxLoggedError)))
 	}
 	if rec.err != nil {
-		attrs = append(attrs, slog.String("client_error", clip(rec.err.Error(), maxLoggedError)))
+		attrs = append(attrs, slog.String("client_error", logtext.Clip(rec.err.Error(), maxLoggedError)))
 	}
 	if o.abort {
 		attrs = append(attrs, slog.Bool("aborted", true))
@@ -130,13 +131,6 @@ const (
 	maxLoggedInput = 256
 	maxLoggedError = 512
 )
-
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…(" + strconv.Itoa(len(s)) + " bytes)"
-}
 
 func (h *handler) serve(w *recorder, r *http.Request) outcome {
 	ns := r.URL.Query().Get("ns")

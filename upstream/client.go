@@ -28,6 +28,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/lifeboat-dev/lifeboat/internal/logtext"
 )
 
 // Config describes one registry endpoint.
@@ -62,7 +63,7 @@ type Options struct {
 	UserAgent string
 	// Logger receives the circuit breaker's transitions, a warning the
 	// first time credentials are withheld from a token realm and, at debug
-	// level, an "upstream request" line per request sent. Nil: discard.
+	// level, an "upstream call" line per request sent. Nil: discard.
 	Logger *slog.Logger
 	// Metrics counts requests, breaker state and rate limits. Nil: none.
 	Metrics *Metrics
@@ -338,18 +339,27 @@ func (c *Client) send(ctx context.Context, repo, method, target string, header h
 
 // logRequest writes the debug line of one request sent upstream: how long
 // upstream took to answer (to the response headers; a body is read later),
-// token exchanges and retries within it included.
+// a token refresh or retry within it included. The ping and token exchange
+// before a repository's first request (Client.transport) have no line.
+// The path and error are clipped, as the access line's are: an error may
+// quote what upstream sent.
 func (c *Client) logRequest(ctx context.Context, req *http.Request, resp *http.Response, err error, took time.Duration) {
 	if c.log == nil || !c.log.Enabled(ctx, slog.LevelDebug) {
 		return
 	}
 	var buf [6]slog.Attr
 	attrs := append(buf[:0], slog.String("registry", c.cfg.Name), slog.String("method", req.Method),
-		slog.String("path", req.URL.Path), slog.Duration("duration", took))
+		slog.String("path", logtext.Clip(req.URL.Path, maxLoggedPath)), slog.Duration("duration", took))
 	if err != nil {
-		attrs = append(attrs, slog.String("error", err.Error()))
+		attrs = append(attrs, slog.String("error", logtext.Clip(err.Error(), maxLoggedError)))
 	} else {
 		attrs = append(attrs, slog.Int("status", resp.StatusCode))
 	}
-	c.log.LogAttrs(ctx, slog.LevelDebug, "upstream request", attrs...)
+	c.log.LogAttrs(ctx, slog.LevelDebug, "upstream call", attrs...)
 }
+
+// The debug line's bounds, the access line's (registry/registry.go).
+const (
+	maxLoggedPath  = 256
+	maxLoggedError = 512
+)

@@ -15,8 +15,9 @@ import (
 )
 
 // TestDebugLineForEachRequest: at debug level every request sent upstream
-// has an "upstream request" line saying how long upstream took; at info
-// level there is none.
+// (the ping and token exchange aside) has an "upstream call" line saying
+// how long upstream took, with its status or, for a request that got no
+// answer, its error clipped; at info level there is none.
 func TestDebugLineForEachRequest(t *testing.T) {
 	t.Parallel()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -25,6 +26,11 @@ func TestDebugLineForEachRequest(t *testing.T) {
 		case "/v2/app/manifests/v1":
 			time.Sleep(5 * time.Millisecond)
 			w.Header().Set("Docker-Content-Digest", "sha256:"+strings.Repeat("0", 64))
+		case "/v2/app/manifests/cut":
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				conn.Close() // no answer at all
+			}
 		default:
 			http.NotFound(w, r)
 		}
@@ -40,31 +46,39 @@ func TestDebugLineForEachRequest(t *testing.T) {
 		require.NoError(t, err)
 		_, err = c.HeadManifest(t.Context(), "app", "v2")
 		require.Error(t, err)
+		_, err = c.HeadManifest(t.Context(), "app", "cut")
+		require.Error(t, err)
+		_, err = c.HeadManifest(t.Context(), "app", strings.Repeat("x", 1000))
+		require.Error(t, err)
 		var out []map[string]any
 		for line := range strings.Lines(buf.String()) {
 			var l map[string]any
 			require.NoError(t, json.Unmarshal([]byte(line), &l))
-			if l["msg"] == "upstream request" {
+			if l["msg"] == "upstream call" {
 				out = append(out, l)
 			}
 		}
 		return out
 	}
 
-	assert.Empty(t, lines(slog.LevelInfo), "no upstream request line at info level")
+	assert.Empty(t, lines(slog.LevelInfo), "no upstream call line at info level")
 	got := lines(slog.LevelDebug)
-	var heads []map[string]any
 	for _, l := range got {
 		assert.Equal(t, "registry.test", l["registry"])
-		if l["path"] != "/v2/" { // the ping, before the first request
-			heads = append(heads, l)
-		}
+		assert.Equal(t, "HEAD", l["method"], "no line for the ping: %v", l)
 	}
-	require.Len(t, heads, 2, "one line per HEAD: %v", got)
-	assert.Equal(t, "HEAD", heads[0]["method"])
-	assert.Equal(t, "/v2/app/manifests/v1", heads[0]["path"])
-	assert.EqualValues(t, http.StatusOK, heads[0]["status"])
-	assert.GreaterOrEqual(t, heads[0]["duration"], float64(5*time.Millisecond), "the duration is upstream's answer time")
-	assert.Equal(t, "/v2/app/manifests/v2", heads[1]["path"])
-	assert.EqualValues(t, http.StatusNotFound, heads[1]["status"])
+	require.GreaterOrEqual(t, len(got), 4, "a line per HEAD: %v", got)
+	assert.Equal(t, "/v2/app/manifests/v1", got[0]["path"])
+	assert.EqualValues(t, http.StatusOK, got[0]["status"])
+	assert.GreaterOrEqual(t, got[0]["duration"], float64(5*time.Millisecond), "the duration is upstream's answer time")
+	assert.Equal(t, "/v2/app/manifests/v2", got[1]["path"])
+	assert.EqualValues(t, http.StatusNotFound, got[1]["status"])
+	// The cut connection: go-containerregistry may retry it, each try its
+	// own request under one line; the line has the error, no status.
+	assert.Equal(t, "/v2/app/manifests/cut", got[2]["path"])
+	assert.NotContains(t, got[2], "status")
+	assert.NotEmpty(t, got[2]["error"])
+	last := got[len(got)-1]
+	assert.Less(t, len(last["path"].(string)), 300, "the path is clipped")
+	assert.Contains(t, last["path"], "…(1018 bytes)")
 }
