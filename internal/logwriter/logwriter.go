@@ -20,8 +20,12 @@
 //   - Close writes every waiting line before it returns; a Write after Close
 //     goes straight to the destination.
 //   - A crash (a panic no one recovers, SIGKILL) loses the lines not yet
-//     written: normally those of the last write's few microseconds, at most
-//     Limit bytes when the destination has stalled.
+//     written: normally those of the last write's few microseconds; when
+//     the destination has stalled, the waiting lines (at most Limit bytes,
+//     plus one line) and the batch it holds (as much again).
+//   - A destination that never takes a write again (a stderr nobody reads)
+//     blocks Close, as it blocked every log call before; a process then
+//     ends by its supervisor's kill.
 //   - Errors from the destination are dropped, as slog drops a handler's.
 package logwriter
 
@@ -63,8 +67,9 @@ func New(dst io.Writer, limit int) *Writer {
 }
 
 // Write copies p to be written, blocking while the waiting lines are at
-// the bound. It always reports len(p) written and no error: the write
-// itself happens later, or at once after Close.
+// the bound, and reports len(p) written and no error: the write itself
+// happens later. After Close it writes p at once and returns what the
+// destination said.
 func (w *Writer) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	for !w.closed && len(w.buf) > 0 && len(w.buf)+len(p) > w.limit {

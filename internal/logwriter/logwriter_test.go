@@ -73,6 +73,22 @@ func TestEveryLineOnceInOrder(t *testing.T) {
 	assert.Less(t, len(dst.got()), writers*lines, "some lines shared a write")
 }
 
+// TestALoneLineIsWritten: a line is written without a later Write or
+// Close to push it.
+func TestALoneLineIsWritten(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var dst recorder
+		w := New(&dst, DefaultLimit)
+		_, _ = w.Write([]byte("alone\n"))
+		synctest.Wait()
+		assert.Equal(t, []string{"alone\n"}, dst.got())
+		_, _ = w.Write([]byte("later\n"))
+		synctest.Wait()
+		assert.Equal(t, []string{"alone\n", "later\n"}, dst.got())
+		require.NoError(t, w.Close())
+	})
+}
+
 // TestLinesWaitingForAWriteLeaveTogether: while the destination holds a
 // write, Write does not wait, and what arrived meanwhile is the next write.
 func TestLinesWaitingForAWriteLeaveTogether(t *testing.T) {
