@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,7 +91,10 @@ func TestDoctorRealContainerd(t *testing.T) {
 			// lifeboat's request log line.
 			assert.Contains(t, err.Error(), "503 Service Unavailable")
 			assert.Contains(t, err.Error(), lb.Host)
-			assert.Contains(t, lb.logs.String(), "upstream "+upstreamName+" unavailable (refused) and the content is not cached")
+			// (The access line is written a moment after the answer.)
+			assert.Eventually(t, func() bool {
+				return strings.Contains(lb.logs.String(), "upstream "+upstreamName+" unavailable (refused) and the content is not cached")
+			}, 10*time.Second, 10*time.Millisecond, "lifeboat's log:\n%s", lb.logs.String())
 		})
 	}
 }

@@ -299,11 +299,11 @@ func TestContainerdParallelLayerFetch(t *testing.T) {
 	cold := pull("cold")
 	// A range containerd stopped reading ends its handler (and its access
 	// line) a little after the pull returned.
-	var coldAccess map[string]int
 	require.Eventually(t, func() bool {
-		coldAccess = accessLines(lb.logs.String(), blobPath)
-		return coldAccess["206 miss"]+coldAccess["206 hit"] >= len(cold)
+		a := accessLines(lb.logs.String(), blobPath)
+		return a["206 miss"]+a["206 hit"] >= len(cold)
 	}, 10*time.Second, 10*time.Millisecond, "an access line for every cold range")
+	coldAccess := accessLines(lb.logs.String(), blobPath)
 	open, other := offsets(cold)
 	assert.Empty(t, other, "every GET of the layer is an open-ended range")
 	if assert.NotEmpty(t, open) {
@@ -333,11 +333,11 @@ func TestContainerdParallelLayerFetch(t *testing.T) {
 
 	// Access lines reach the pipe a little after the answers (lifeboat
 	// writes them in batches, from a goroutine of their own).
-	var access map[string]int
 	assert.Eventually(t, func() bool {
-		access = accessLines(lb.logs.String(), blobPath)
-		return access["206 miss"]+access["206 hit"] >= len(cold)+len(cached)
+		a := accessLines(lb.logs.String(), blobPath)
+		return a["206 miss"]+a["206 hit"] >= len(cold)+len(cached)
 	}, 10*time.Second, 10*time.Millisecond)
+	access := accessLines(lb.logs.String(), blobPath)
 	t.Logf("lifeboat's access log for the layer, by status and cache: cold %v, in all %v", coldAccess, access)
 	assert.Equal(t, len(cold)+len(cached), access["206 miss"]+access["206 hit"], "lifeboat answered every range 206: %v", access)
 	// Cold, the ranges that came while the download was held followed it
