@@ -429,12 +429,16 @@ func cpuTime(pid int) time.Duration {
 }
 
 // newDelayed is a reverse proxy to target that holds every request for
-// delay first: an upstream that far away.
-func newDelayed(b testing.TB, target string, delay time.Duration) *httptest.Server {
+// delay first: an upstream that far away. arrived, if set, is told of
+// each request as it arrives.
+func newDelayed(b testing.TB, target string, delay time.Duration, arrived func(*http.Request)) *httptest.Server {
 	u, err := url.Parse(target)
 	require.NoError(b, err)
 	rp := httputil.NewSingleHostReverseProxy(u)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if arrived != nil {
+			arrived(r)
+		}
 		time.Sleep(delay)
 		rp.ServeHTTP(w, r)
 	}))

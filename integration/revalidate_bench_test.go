@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,19 +49,21 @@ func BenchmarkTagRevalidation(b *testing.B) {
 // from the request read to the answer handed to the server) is beside it:
 // what the clients see on top of that is the hop to lifeboat and the time
 // the answer waits for a core, which the machine's other processes share.
-// A third comparison takes the round trip lifeboat actually waited for:
-// its HEADs upstream as its debug lines time them (the "upstream request"
-// lines), which the upstream's sharing of this machine's cores lengthens
-// under load as a remote registry's would not.
+// Two more round trips are compared with: lifeboat's own HEADs upstream
+// as its debug lines time them (the "upstream call" lines, which include
+// its own sending and receiving of them), and a HEAD straight to upstream
+// set off as each of those arrives (the shadows below). Under load both
+// are longer than the round trip alone: here the upstream shares the
+// machine's two cores with the burst, as a remote registry would not.
 //
 // Three loads, each in rounds of length round (a burst round: as many
 // bursts as fit), the three ways taking turns, each first in turn, so that
 // a slower spell of a shared machine falls on all of them; the
 // percentiles are over every round's samples, and each figure of what
-// revalidating adds comes with its 95% bootstrap interval (how much it
-// would move in another run of as many samples):
+// revalidating adds comes with its 95% bootstrap interval (see
+// addedInterval: a floor on its noise):
 //   - 1 client, one request after another, in rounds five times as long
-//     (a p99 of its ~90 answers a second needs them);
+//     (a p99 of its ~45 answers a second needs them);
 //   - bursts of 32 requests at once, the next burst after the last answer
 //     and a pause (32 pods starting at once on a node). Lifeboat's HEAD
 //     leaves while the burst's requests are still being sent and read,
@@ -72,7 +76,29 @@ func BenchmarkTagRevalidation(b *testing.B) {
 //     again when the next HEAD leaves: a saturation test, whose figure
 //     includes that queueing.
 func revalidationRows(b *testing.B, upstreamURL, tagPath string, rounds int, round time.Duration) []string {
-	slow := newDelayed(b, upstreamURL, 20*time.Millisecond)
+	// shadows: while the revalidating lifeboat is measured, each HEAD it
+	// sends upstream sets off, as it arrives, one HEAD straight to
+	// upstream from this process: the round trip any client of this
+	// upstream had at that moment, lifeboat's own sending aside.
+	var (
+		shadowing atomic.Bool
+		shadowMu  sync.Mutex
+		shadows   []time.Duration
+		shadowWG  sync.WaitGroup
+		slow      *httptest.Server
+	)
+	slow = newDelayed(b, upstreamURL, 20*time.Millisecond, func(r *http.Request) {
+		if !shadowing.Load() || r.Method != http.MethodHead || !strings.HasPrefix(r.UserAgent(), "lifeboat") {
+			return
+		}
+		shadowWG.Go(func() {
+			if took, err := timedRequest(http.MethodHead, slow.URL+tagPath); err == nil {
+				shadowMu.Lock()
+				shadows = append(shadows, took)
+				shadowMu.Unlock()
+			}
+		})
+	})
 	// At debug level the revalidating lifeboat logs each HEAD it sends
 	// upstream with its duration: the round trip it actually waited for.
 	lb := startLifeboat(b, b.TempDir(), "--upstream", "bench.test="+slow.URL, "--default-registry", "bench.test", "--log-level", "debug")
@@ -109,18 +135,22 @@ func revalidationRows(b *testing.B, upstreamURL, tagPath string, rounds int, rou
 		samples := make([][]time.Duration, len(urls))
 		var own []time.Duration   // the revalidated answers' durations in lifeboat's access log
 		var heads []time.Duration // its HEADs' round trips, from its debug lines
+		shadows = nil
 		for k := range rounds {
 			for j := range urls {
 				way := (k + j) % len(urls) // each way first in turn
 				if way == revalidated {
 					lb.logs.take()
+					shadowing.Store(true)
 				}
 				samples[way] = append(samples[way], l.run(way)...)
 				if way == revalidated {
+					shadowing.Store(false)
+					shadowWG.Wait()
 					time.Sleep(100 * time.Millisecond) // the last access lines on their way through the pipe
 					logs := lb.logs.take()
 					own = append(own, loggedDurations(logs, "request")...)
-					heads = append(heads, loggedDurations(logs, "upstream request")...) // none from a lifeboat older than these lines
+					heads = append(heads, loggedDurations(logs, "upstream call")...) // none from a lifeboat older than these lines
 				}
 			}
 		}
@@ -158,6 +188,12 @@ func revalidationRows(b *testing.B, upstreamURL, tagPath string, rounds int, rou
 				l.name, len(heads), float64(len(own))/float64(len(heads)), r(h50), r(h99), added(heads),
 				r(percentile(own, 50)-h50), r(percentile(own, 99)-h99)))
 		}
+		if len(shadows) > 0 {
+			s50, s99 := percentile(shadows, 50), percentile(shadows, 99)
+			rows = append(rows, fmt.Sprintf("%s: a HEAD straight to upstream as each of lifeboat's arrived (%d) p50 %8s p99 %8s; "+
+				"revalidated - within tagTTL = that round trip + %s",
+				l.name, len(shadows), r(s50), r(s99), added(shadows)))
+		}
 		rtt50, rtt99 := percentile(rtt, 50), percentile(rtt, 99)
 		rows = append(rows, fmt.Sprintf("%s (%d/%d/%d samples): revalidated p50 %8s p99 %8s; within tagTTL p50 %8s p99 %8s; "+
 			"straight to upstream p50 %8s p99 %8s; revalidated - within tagTTL = p50 %8s p99 %8s = the round trip + %s; "+
@@ -172,7 +208,7 @@ func revalidationRows(b *testing.B, upstreamURL, tagPath string, rounds int, rou
 
 // loggedDurations are the durations of the manifest HEADs in a lifeboat's
 // JSON log lines with message msg: "request" (its access lines) or
-// "upstream request" (at debug level, the HEADs it sent upstream).
+// "upstream call" (at debug level, the HEADs it sent upstream).
 func loggedDurations(logs, msg string) []time.Duration {
 	var out []time.Duration
 	for line := range strings.Lines(logs) {
@@ -235,9 +271,11 @@ func bursts(b testing.TB, n int, d, pause time.Duration, u, alongside string) (l
 }
 
 // addedInterval is the 95% bootstrap interval of the p-th percentile of
-// revalidated minus those of cached and roundTrip (independent sample
-// sets, so each is resampled on its own): how much that figure would move
-// in another run of as many samples.
+// revalidated minus those of cached and roundTrip, each set resampled on
+// its own as if its samples were independent. They are not (the answers
+// of one HEAD share its round trip; a round shares the machine's state),
+// so this is the least the figure would move in another run: runs differ
+// by more, and the spread over runs is the figure to trust.
 func addedInterval(revalidated, cached, roundTrip []time.Duration, p int) (lo, hi time.Duration) {
 	rng := rand.New(rand.NewPCG(1, 2)) // the same resamples every time
 	const n = 1000
