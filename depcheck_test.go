@@ -17,13 +17,14 @@ const mod = "github.com/lifeboat-dev/lifeboat/"
 // down: registry → proxy → upstream, cache; maintenance and peers beside
 // registry (peers: client-go's REST client and informer only, never the
 // clientset, which registers every API group);
-// nodeconfig and cache are leaves. A new dependency is a decision, taken
+// nodeconfig and cache are leaves; internal/logtext (clipping what a log
+// line echoes) is a leaf any of them may use. A new dependency is a decision, taken
 // here, as go-containerregistry's AssertOnlyDependencies makes it.
 var allowed = map[string][]string{
 	"cache":      {"github.com/opencontainers/go-digest", "go.etcd.io/bbolt/"},
 	"nodeconfig": {"github.com/pelletier/go-toml/v2/"},
 	"upstream": {
-		"github.com/google/go-containerregistry/pkg/authn", "github.com/google/go-containerregistry/pkg/name",
+		mod + "internal/logtext", "github.com/google/go-containerregistry/pkg/authn", "github.com/google/go-containerregistry/pkg/name",
 		"github.com/google/go-containerregistry/pkg/v1/remote/transport",
 		"github.com/prometheus/client_golang/prometheus", "golang.org/x/sync/singleflight",
 	},
@@ -48,7 +49,7 @@ var allowed = map[string][]string{
 		"k8s.io/api/discovery/v1", "k8s.io/apimachinery/pkg/", "k8s.io/client-go/rest", "k8s.io/client-go/tools/cache",
 	},
 	"registry": {
-		mod + "proxy", mod + "upstream", "github.com/distribution/reference",
+		mod + "internal/logtext", mod + "proxy", mod + "upstream", "github.com/distribution/reference",
 		"github.com/opencontainers/go-digest", "github.com/prometheus/client_golang/prometheus",
 	},
 }
