@@ -37,6 +37,17 @@ func (r *recorder) got() []string {
 	return append([]string(nil), r.writes...)
 }
 
+// held starts a Writer with the given bound over a gated destination and
+// has it write first, which the destination holds until the test lets it
+// through. Inside a synctest bubble.
+func held(limit int, first string) (*recorder, *Writer) {
+	dst := &recorder{gate: make(chan struct{})}
+	w := New(dst, limit)
+	_, _ = w.Write([]byte(first))
+	synctest.Wait() // the goroutine is in dst.Write with first
+	return dst, w
+}
+
 // TestEveryLineOnceInOrder: lines from many goroutines all arrive, whole,
 // each goroutine's in the order it wrote them.
 func TestEveryLineOnceInOrder(t *testing.T) {
@@ -93,10 +104,7 @@ func TestALoneLineIsWritten(t *testing.T) {
 // write, Write does not wait, and what arrived meanwhile is the next write.
 func TestLinesWaitingForAWriteLeaveTogether(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		dst := &recorder{gate: make(chan struct{})}
-		w := New(dst, DefaultLimit)
-		_, _ = w.Write([]byte("a\n"))
-		synctest.Wait() // the goroutine is in dst.Write with "a\n"
+		dst, w := held(DefaultLimit, "a\n")
 		_, _ = w.Write([]byte("b\n"))
 		_, _ = w.Write([]byte("c\n")) // returned: neither waited for the destination
 		assert.Equal(t, []string{"a\n"}, dst.got())
@@ -113,10 +121,7 @@ func TestLinesWaitingForAWriteLeaveTogether(t *testing.T) {
 // destination rather than hold more, and no line is lost.
 func TestTheBoundHoldsWriters(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		dst := &recorder{gate: make(chan struct{})}
-		w := New(dst, 10)
-		_, _ = w.Write([]byte("aaa\n"))
-		synctest.Wait() // "aaa\n" is out, held by the destination
+		dst, w := held(10, "aaa\n")
 		_, _ = w.Write([]byte("bbb\n"))
 		_, _ = w.Write([]byte("ccc\n")) // 8 bytes wait
 		var returned bool
@@ -152,10 +157,7 @@ func TestALineLargerThanTheBound(t *testing.T) {
 // waiting lines are written; a Write after it is written before it returns.
 func TestCloseWritesWhatWaitsAndLaterWritesGoStraight(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		dst := &recorder{gate: make(chan struct{})}
-		w := New(dst, DefaultLimit)
-		_, _ = w.Write([]byte("1\n"))
-		synctest.Wait()
+		dst, w := held(DefaultLimit, "1\n")
 		_, _ = w.Write([]byte("2\n"))
 		var closed bool
 		go func() {
@@ -180,10 +182,7 @@ func TestCloseWritesWhatWaitsAndLaterWritesGoStraight(t *testing.T) {
 // written after the lines before it, not straight away.
 func TestCloseKeepsTheOrder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		dst := &recorder{gate: make(chan struct{})}
-		w := New(dst, 10)
-		_, _ = w.Write([]byte("aaa\n"))
-		synctest.Wait() // held by the destination
+		dst, w := held(10, "aaa\n")
 		_, _ = w.Write([]byte("bbb\nccc\n"))
 		go func() { _, _ = w.Write([]byte("ddd\n")) }() // waits at the bound
 		synctest.Wait()
@@ -199,10 +198,7 @@ func TestCloseKeepsTheOrder(t *testing.T) {
 // Write returns.
 func TestWriteCopies(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		dst := &recorder{gate: make(chan struct{})}
-		w := New(dst, DefaultLimit)
-		_, _ = w.Write([]byte("first\n"))
-		synctest.Wait()
+		dst, w := held(DefaultLimit, "first\n")
 		p := []byte("second\n")
 		_, _ = w.Write(p)
 		copy(p, "XXXXXX\n")
