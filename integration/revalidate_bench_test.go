@@ -174,25 +174,23 @@ func revalidationRows(b *testing.B, upstreamURL, tagPath string, rounds int, rou
 			}
 			return strings.Join(out, " ")
 		}
+		// against is a row for one more round trip.
+		against := func(what string, roundTrip []time.Duration) string {
+			rt50, rt99 := percentile(roundTrip, 50), percentile(roundTrip, 99)
+			return fmt.Sprintf("%s: %s (%d) p50 %8s p99 %8s; revalidated - within tagTTL = that round trip + %s; "+
+				"by lifeboat's own clock that round trip + p50 %8s p99 %8s",
+				l.name, what, len(roundTrip), r(rt50), r(rt99), added(roundTrip),
+				r(percentile(own, 50)-rt50), r(percentile(own, 99)-rt99))
+		}
 		if len(burstRTT) > 0 {
-			b50, b99 := percentile(burstRTT, 50), percentile(burstRTT, 99)
-			rows = append(rows, fmt.Sprintf("%s: a HEAD straight to upstream sent with each burst (%d samples) p50 %8s p99 %8s; "+
-				"revalidated - within tagTTL = that round trip + %s; by lifeboat's own clock that round trip + p50 %8s p99 %8s",
-				l.name, len(burstRTT), r(b50), r(b99), added(burstRTT),
-				r(percentile(own, 50)-b50), r(percentile(own, 99)-b99)))
+			rows = append(rows, against("a HEAD straight to upstream sent with each burst", burstRTT))
 			burstRTT = nil
 		}
-		if h50, h99 := percentile(heads, 50), percentile(heads, 99); len(heads) > 0 {
-			rows = append(rows, fmt.Sprintf("%s: lifeboat's own HEADs upstream (%d, %.1f answers each) p50 %8s p99 %8s; "+
-				"revalidated - within tagTTL = that round trip + %s; by lifeboat's own clock that round trip + p50 %8s p99 %8s",
-				l.name, len(heads), float64(len(own))/float64(len(heads)), r(h50), r(h99), added(heads),
-				r(percentile(own, 50)-h50), r(percentile(own, 99)-h99)))
+		if len(heads) > 0 { // none from a lifeboat older than its debug lines
+			rows = append(rows, against(fmt.Sprintf("lifeboat's own HEADs upstream, %.1f answers each", float64(len(own))/float64(len(heads))), heads))
 		}
 		if len(shadows) > 0 {
-			s50, s99 := percentile(shadows, 50), percentile(shadows, 99)
-			rows = append(rows, fmt.Sprintf("%s: a HEAD straight to upstream as each of lifeboat's arrived (%d) p50 %8s p99 %8s; "+
-				"revalidated - within tagTTL = that round trip + %s",
-				l.name, len(shadows), r(s50), r(s99), added(shadows)))
+			rows = append(rows, against("a HEAD straight to upstream as each of lifeboat's arrived", shadows))
 		}
 		rtt50, rtt99 := percentile(rtt, 50), percentile(rtt, 99)
 		rows = append(rows, fmt.Sprintf("%s (%d/%d/%d samples): revalidated p50 %8s p99 %8s; within tagTTL p50 %8s p99 %8s; "+
